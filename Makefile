@@ -1,0 +1,70 @@
+# User entry points. `make test` and `make install` set everything up on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+APT_PACKAGES := libopenmpi-dev openmpi-bin dataset-fashion-mnist
+NP ?= 2
+CONFIG ?= experiments/smoke.toml
+
+# Open MPI refuses to run as root unless told; containers and CI run as root.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: install apt test test-fast lint smoke clean help
+
+help:
+	@echo "make install     apt packages, .venv, TensorFlow, Horovod (built from source), this project"
+	@echo "make test        install + the whole test suite"
+	@echo "make smoke       install + the smoke run on $(NP) Horovod workers (CONFIG=$(CONFIG))"
+	@echo "make lint        ruff"
+
+install: apt $(VENV)/.stamp-project
+
+# Debian packages: Open MPI (runtime + headers for Horovod's build) and the Fashion-MNIST files.
+apt:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# TensorFlow first: Horovod's build imports it. cmake<4: Horovod 0.28.1's bundled third-party
+# CMakeLists declare cmake_minimum_required versions that CMake 4 rejects.
+$(VENV)/.stamp-tf: | $(VENV)/bin/python
+	$(PIP) install --upgrade pip
+	$(PIP) install tensorflow-cpu==2.18.1 keras==3.15.1 "cmake<4" wheel setuptools packaging
+	touch $@
+
+# Horovod 0.28.1 from source with TensorFlow, Gloo and MPI (about 3-4 minutes on 2 cores).
+$(VENV)/.stamp-horovod: $(VENV)/.stamp-tf
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 \
+	  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
+	  $(PIP) install --no-build-isolation --no-cache-dir horovod==0.28.1
+	$(PY) -c "import horovod.tensorflow as hvd; hvd.init(); assert hvd.mpi_built() and hvd.gloo_built()"
+	touch $@
+
+$(VENV)/.stamp-project: $(VENV)/.stamp-horovod pyproject.toml
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+# The quick subset (no mpirun, no end-to-end runs).
+test-fast: install
+	$(PY) -m pytest -q -m "not mpi and not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+smoke: install
+	mpirun -np $(NP) --oversubscribe --bind-to none $(PY) -m bench train --config $(CONFIG)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

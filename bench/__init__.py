@@ -1,0 +1,1 @@
+"""Benchmark harness: Horovod data-parallel ResNet training, logged to Parquet."""

@@ -1,0 +1,211 @@
+"""Run configuration: one frozen dataclass, loaded from TOML, overridden by ``--set``, validated once.
+
+Everything a run does is decided here; the rest of the harness reads fields and never re-validates.
+Bad input raises ``ConfigError`` (a ValueError) with one line naming the bad value and what is valid;
+the CLI turns it into exit code 2 before anything trains or writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic")
+MODELS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the value and what is valid."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run. Units are in the names; defaults are NLCG.md section 4 (authors' CIFAR code)."""
+
+    sweep: str = "default"  # results go to <output_dir>/<sweep>/
+    output_dir: str = "results"
+
+    # data
+    dataset: str = "fashion_mnist"
+    data_dir: str = ""  # "" -> $CIFAR_DIR / $IMAGENET_DIR, or Debian's folder for fashion_mnist
+    augment: bool = True  # pad 4 + random crop + horizontal flip (random-resized-crop for imagenet)
+    synthetic_image_size: int = 32  # synthetic dataset only
+    synthetic_channels: int = 3
+    synthetic_classes: int = 10
+    synthetic_train_size: int = 8192
+    synthetic_test_size: int = 1024
+
+    # model
+    model: str = "resnet8"
+    width: int = 16  # base filters of the CIFAR ResNet family
+    bn_momentum: float = 0.99
+    weight_decay: float = 2e-4  # L2 in the loss (0.5 * sum w^2), BN parameters excluded
+    label_smoothing: float = 0.0
+
+    # optimizer
+    optimizer: str = "momentum"
+    hparams: dict = field(default_factory=dict)  # optimizer hyperparameters, see optimizers.REGISTRY
+
+    # batch: global_batch = workers x micro_batch x accumulation (bench.distributed.split_batch)
+    global_batch: int = 128
+    per_worker_batch: int = 128  # largest micro-batch one worker runs at once (memory bound)
+
+    # budget: steps if > 0, else epochs of the training set
+    epochs: float = 3.0
+    steps: int = 0
+
+    # learning rate (bench.schedule): peak = base_lr * global_batch / reference_batch
+    base_lr: float = 0.1
+    reference_batch: int = 256
+    init_lr: float = 0.1  # lr at step 0 of the warm-up (capped at the peak)
+    warmup_fraction: float = 0.125  # 25 of 200 epochs
+    warmup_power: float = 0.5
+    decay_fractions: tuple = (0.51, 0.765)  # epochs 102 and 153 of 200
+    decay_factor: float = 0.1
+
+    # evaluation and logging
+    eval_every_epochs: float = 1.0  # 0: only at the end
+    eval_batch: int = 1000
+    log_every_steps: int = 1  # one history row every N steps
+    target_top1: float = 0.0  # steps_to_target / time_to_target_s: first eval reaching it (0: none)
+    seed: int = 0
+
+    # ------------------------------------------------------------------ derived
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["decay_fractions"] = list(self.decay_fractions)
+        return d
+
+    def run_id(self, workers: int) -> str:
+        """Hash of everything that changes the result (not where it is written), workers included."""
+        d = self.to_dict()
+        for k in ("sweep", "output_dir", "log_every_steps"):
+            d.pop(k)
+        d["workers"] = workers
+        blob = json.dumps(d, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.output_dir) / self.sweep
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_TYPES = typing.get_type_hints(RunConfig)
+
+
+def _coerce(key: str, value):
+    """Check ``value`` against the field's type; ints are accepted for floats, lists for tuples."""
+    want = _TYPES[key]
+    if isinstance(want, types.GenericAlias):
+        want = typing.get_origin(want)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is tuple and isinstance(value, list):
+        value = tuple(value)
+    if want is int and isinstance(value, bool) or not isinstance(value, want):
+        raise ConfigError(
+            f"{key} = {value!r} has type {type(value).__name__}; expected {want.__name__}"
+        )
+    return value
+
+
+def _check(cfg: RunConfig) -> None:
+    """Value checks that need no data and no Horovod (those are in data.check and split_batch)."""
+    import optimizers  # heavy (imports keras); only needed here
+
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"dataset = {cfg.dataset!r} is unknown; valid: {', '.join(DATASETS)}")
+    if cfg.model not in MODELS:
+        raise ConfigError(f"model = {cfg.model!r} is unknown; valid: {', '.join(MODELS)}")
+    try:
+        optimizers.get(cfg.optimizer, 0.1, **cfg.hparams)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    positive = ("global_batch", "per_worker_batch", "reference_batch", "width", "eval_batch",
+                "log_every_steps", "synthetic_image_size", "synthetic_channels", "synthetic_classes",
+                "synthetic_train_size", "synthetic_test_size", "base_lr", "init_lr")
+    for k in positive:
+        if not getattr(cfg, k) > 0:
+            raise ConfigError(f"{k} = {getattr(cfg, k)!r} must be > 0")
+    nonneg = ("epochs", "steps", "weight_decay", "label_smoothing", "eval_every_epochs", "seed", "target_top1")
+    for k in nonneg:
+        v = getattr(cfg, k)
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"{k} = {v!r} must be a finite number >= 0")
+    if cfg.steps == 0 and cfg.epochs == 0:
+        raise ConfigError("epochs = 0 and steps = 0: give a budget (epochs > 0 or steps > 0)")
+    if not 0 <= cfg.warmup_fraction < 1:
+        raise ConfigError(f"warmup_fraction = {cfg.warmup_fraction} must be in [0, 1)")
+    fr = cfg.decay_fractions
+    if not all(isinstance(x, (int, float)) and 0 < x < 1 for x in fr) or list(fr) != sorted(fr):
+        raise ConfigError(f"decay_fractions = {list(fr)} must be increasing numbers in (0, 1)")
+    if not 0 < cfg.decay_factor <= 1:
+        raise ConfigError(f"decay_factor = {cfg.decay_factor} must be in (0, 1]")
+    if not 0 < cfg.bn_momentum < 1:
+        raise ConfigError(f"bn_momentum = {cfg.bn_momentum} must be in (0, 1)")
+    if cfg.label_smoothing >= 1:
+        raise ConfigError(f"label_smoothing = {cfg.label_smoothing} must be in [0, 1)")
+    if not cfg.sweep or "/" in cfg.sweep:
+        raise ConfigError(f"sweep = {cfg.sweep!r} must be a non-empty name without '/'")
+
+
+def make(values: dict) -> RunConfig:
+    """Build and check a RunConfig from a flat dict (``hparams`` a nested dict)."""
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_FIELDS))}"
+        )
+    cfg = RunConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    _check(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``key=value`` with a TOML value (``epochs=3``, ``decay_fractions=[0.5]``), else a bare string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r} is not of the form key=value")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare words: optimizer=rmsprop
+    return key, value
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Merge ``--set`` items into a config dict; ``hparams.NAME=value`` sets one hyperparameter."""
+    out = {**values, "hparams": dict(values.get("hparams", {}))}
+    for item in overrides:
+        key, value = parse_override(item)
+        if key.startswith("hparams."):
+            out["hparams"][key.split(".", 1)[1]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+
+
+def load(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Load a run config: TOML file (optional) + ``--set`` overrides, checked."""
+    values = read_toml(path) if path else {}
+    if "sweep" not in values and path:
+        values["sweep"] = Path(path).stem
+    return make(apply_overrides(values, list(overrides)))
