@@ -1,0 +1,56 @@
+"""Command line: ``python -m bench train --config experiments/X.toml [--set key=value ...]``.
+
+Exit codes: 0 done (complete or diverged: divergence is a result), 1 the run failed, 2 bad input
+(nothing trained, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of the progress bar
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one run (under mpirun/horovodrun for several workers)")
+    t.add_argument("--config", help="TOML run config (experiments/*.toml); defaults if omitted")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (TOML value), e.g. --set epochs=3 --set hparams.momentum=0.8")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from bench import config
+
+    try:
+        cfg = config.load(args.config, args.overrides)
+        if args.command == "train":
+            from bench import train
+
+            world = train.distributed.init()
+            if world.is_chief:
+                print(f"run {cfg.run_id(world.size)} on {world.size} worker(s): {cfg.to_dict()}", flush=True)
+            try:
+                row = train.run(cfg, world)
+            except config.ConfigError:
+                raise
+            except Exception as e:  # recorded as a failed run by train.run
+                print(f"error: run failed: {type(e).__name__}: {e}", file=sys.stderr)
+                return 1
+            if world.is_chief:
+                print(f"{row['status']}: top1 {row['top1']:.4f}  top5 {row['top5']:.4f}  "
+                      f"{row['images_per_s']:,.0f} img/s  {row['wall_time_s']:.1f} s  -> "
+                      f"{cfg.results_dir}/runs.parquet", flush=True)
+    except config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

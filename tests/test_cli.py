@@ -1,0 +1,145 @@
+"""End to end through the CLI, as a user runs it: mpirun, horovodrun, one process; bad input."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from bench.results import load_history, load_runs
+from conftest import PYTHON, ROOT, requires_horovod, run_cli
+
+pytestmark = requires_horovod
+SMOKE = ["train", "--config", "experiments/smoke.toml"]
+# A tiny workload for the batch-size tests: 8x8 synthetic images, a 4-filter ResNet-8.
+TINY = ["--set", "dataset=synthetic", "--set", "synthetic_image_size=8", "--set", "width=4",
+        "--set", "eval_every_epochs=0", "--set", "synthetic_test_size=256"]
+
+
+def _rows(out_dir, sweep="smoke"):
+    return load_runs(out_dir / sweep), load_history(out_dir / sweep)
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_smoke_run_two_workers_under_mpirun(tmp_path):
+    p = run_cli([*SMOKE, "--set", f"output_dir={tmp_path}"], np_=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs, hist = _rows(tmp_path)
+    assert len(runs) == 1
+    r = runs.iloc[0]
+    assert (r.status, r.workers, r.global_batch, r.steps, r.dataset) == ("complete", 2, 256, 40, "fashion_mnist")
+    assert (r.per_worker_batch, r.accumulation) == (128, 1)
+    assert 0.5 < r.top1 <= 1 and r.top5 >= r.top1 and r.images_per_s > 0
+    assert r.horovod_version == "0.28.1" and r.tf_version.startswith("2.18")
+    train_rows = hist[hist.loss.notna()]
+    assert list(train_rows.step) == list(range(5, 41, 5)) and (train_rows.lr > 0).all()
+    assert hist.top1.notna().sum() == 1
+    assert "img_s=" in p.stderr  # the progress bar, shown by rank 0 only
+    assert p.stdout.count("complete: top1") == 1
+
+
+@pytest.mark.slow
+def test_one_worker_without_launcher_and_overrides(tmp_path):
+    p = run_cli([*SMOKE, "--set", f"output_dir={tmp_path}", "--set", "optimizer=rmsprop", "--set",
+                 "hparams={}", "--set", "steps=6", "--set", "global_batch=512"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = load_runs(tmp_path / "smoke").iloc[0]
+    assert (r.status, r.workers, r.optimizer, r.global_batch, r.per_worker_batch, r.accumulation) == (
+        "complete", 1, "rmsprop", 512, 128, 4)
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_horovodrun_gloo(tmp_path):
+    hvdrun = shutil.which("horovodrun", path=os.path.dirname(PYTHON))
+    env = {**os.environ, "PATH": f"{os.path.dirname(PYTHON)}:{os.environ['PATH']}"}
+    p = subprocess.run([hvdrun, "--gloo", "-np", "2", PYTHON, "-m", "bench", *SMOKE, "--set", "steps=4",
+                        "--set", f"output_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = load_runs(tmp_path / "smoke").iloc[0]
+    assert (r.status, r.workers) == ("complete", 2)
+
+
+def _max_rss_mb(cmd) -> float:
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]
+    return usage.ru_maxrss / 1024  # the largest of the process and the children it waited for
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_global_batch_98304_one_step_with_flat_memory(tmp_path, workers):
+    from conftest import mpirun
+
+    def cmd(batch):
+        args = ["-m", "bench", "train", *TINY, "--set", f"global_batch={batch}", "--set",
+                "per_worker_batch=2048", "--set", "steps=1", "--set", f"output_dir={tmp_path}"]
+        return mpirun(workers, *args) if workers > 1 else [PYTHON, *args]
+
+    small, big = _max_rss_mb(cmd(2048 * workers)), _max_rss_mb(cmd(98304))
+    runs = load_runs(tmp_path / "default")
+    assert sorted(runs.global_batch) == sorted([2048 * workers, 98304])
+    big_row = runs[runs.global_batch == 98304].iloc[0]
+    assert (big_row.status, big_row.workers, big_row.accumulation) == ("complete", workers, 48 // workers)
+    # 48x more images per step must not mean more memory: only micro-batches are ever materialised.
+    assert big < 1.25 * small, (small, big)
+
+
+def test_divergence_is_recorded_and_the_command_succeeds(tmp_path):
+    p = run_cli(["train", *TINY, "--set", "base_lr=1e5", "--set", "init_lr=1e5", "--set", "steps=30",
+                 "--set", "weight_decay=0.0", "--set", f"output_dir={tmp_path}", "--set", "optimizer=sgd",
+                 "--set", "hparams={}"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = load_runs(tmp_path / "default").iloc[0]
+    assert r.status == "diverged" and r.steps < 30
+    hist = load_history(tmp_path / "default")
+    assert not pytest.approx(hist.loss.iloc[-1]) == hist.loss.iloc[-1]  # the last logged loss is NaN/inf
+
+
+def _corrupt_fashion(tmp_path):
+    src = "/usr/share/datasets/fashion-mnist"
+    d = tmp_path / "fmnist"
+    shutil.copytree(src, d) if os.path.isdir(src) else d.mkdir()
+    (d / "train-labels-idx1-ubyte.gz").write_bytes(b"not a gzip file")
+    return d
+
+
+BAD = {
+    "unknown key": (["--set", "epochz=3"], ["epochz", "valid"]),
+    "wrong type": (["--set", "epochs=\"three\""], ["epochs", "float"]),
+    "unknown optimizer": (["--set", "optimizer=adamw"], ["adamw", "momentum"]),
+    "unknown dataset": (["--set", "dataset=mnist"], ["mnist", "fashion_mnist"]),
+    "batch does not split": (["--set", "global_batch=300"], ["300", "256 or 384"]),
+    "missing cifar": (["--set", "dataset=cifar100", "--set", "data_dir={tmp}/nothing"],
+                      ["cifar-100-binary", "cifar.html"]),
+    "missing imagenet": (["--set", "dataset=imagenet", "--set", "data_dir={tmp}/nothing"], ["train-", "TFRecord"]),
+    "corrupt data file": (["--set", "data_dir={fmnist}"], ["train-labels-idx1-ubyte.gz"]),
+}
+
+
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path):
+    fmnist = _corrupt_fashion(tmp_path)
+    out = tmp_path / "out"
+    procs = {}
+    for name, (args, _) in BAD.items():  # all at once: each pays TensorFlow's start-up
+        args = [a.format(tmp=tmp_path, fmnist=fmnist) for a in args]
+        procs[name] = subprocess.Popen([PYTHON, "-m", "bench", *SMOKE, *args, "--set", f"output_dir={out}"],
+                                       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for name, (_, words) in BAD.items():
+        _, err = procs[name].communicate(timeout=300)
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert procs[name].returncode == 2, (name, err[-2000:])
+        assert len(errors) == 1, (name, err[-2000:])
+        for w in words:
+            assert w in errors[0], (name, errors[0])
+    assert not out.exists()
+
+
+def test_missing_config_file():
+    p = run_cli(["train", "--config", "experiments/nope.toml"])
+    assert p.returncode == 2 and "nope.toml" in p.stderr
