@@ -13,19 +13,9 @@ import inspect
 
 import keras
 
-
-class LossAware:
-    """Mixin giving a Keras optimizer the harness's step signature.
-
-    ``apply(grads, variables, loss=None)`` drops the loss; ``diagnostics()`` is empty.
-    """
-
-    def apply(self, grads, trainable_variables=None, loss=None):
-        del loss  # first-order baselines do not use the loss
-        return super().apply(grads, trainable_variables)
-
-    def diagnostics(self) -> dict:
-        return {}
+from optimizers.base import LossAware
+from optimizers.lars import LARS
+from optimizers.nlcg import NLCG
 
 
 class SGD(LossAware, keras.optimizers.SGD):
@@ -56,6 +46,54 @@ def _lamb(learning_rate, **hp):
     return Lamb(learning_rate=learning_rate, **hp)
 
 
+def _nlcg(rule):
+    # Explicit keywords, no **kwargs: valid_hparams then lists exactly these (the registry name fixes `rule`).
+    # weight_decay is listed only so that NLCG itself can refuse it with a ValueError saying why.
+    def factory(
+        learning_rate,
+        preconditioner="bfgs",
+        line_search="step",
+        line_search_period=5,
+        line_search_threshold=1.0,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+    ):
+        return NLCG(
+            learning_rate=learning_rate,
+            rule=rule,
+            preconditioner=preconditioner,
+            line_search=line_search,
+            line_search_period=line_search_period,
+            line_search_threshold=line_search_threshold,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+        )
+
+    return factory
+
+
+def _lars(learning_rate, momentum=0.9, eta=0.001, weight_decay=0.0, **hp):
+    return LARS(learning_rate=learning_rate, momentum=momentum, eta=eta, weight_decay=weight_decay, **hp)
+
+
+_NLCG_DEFAULTS = {
+    "preconditioner": "bfgs",
+    "line_search": "step",
+    "line_search_period": 5,
+    "line_search_threshold": 1.0,
+}
+
+
 # name -> (factory, default hyperparameters, source of the defaults). The README's table is this dict.
 REGISTRY: dict[str, tuple] = {
     "sgd": (_sgd, {}, "plain SGD, the paper's weakest baseline"),
@@ -66,12 +104,19 @@ REGISTRY: dict[str, tuple] = {
         "NLCG.md s4 (authors' CIFAR code)",
     ),
     "lamb": (_lamb, {}, "Keras defaults (You et al. 2019)"),
+    "nlcg-fr": (_nlcg("fr"), _NLCG_DEFAULTS, "NLCG.md s2-3 (authors' code: FR, BFGS, step line search)"),
+    "nlcg-pr": (_nlcg("pr"), _NLCG_DEFAULTS, "NLCG.md s2-3 (authors' code, Polak-Ribiere rule)"),
+    "lars": (
+        _lars,
+        {"momentum": 0.9, "eta": 0.001, "weight_decay": 0.0},
+        "You et al. 2017 (eta 0.001, momentum 0.9); weight decay 0: the harness puts L2 in the loss",
+    ),
 }
 
 # Constructor arguments that are not hyperparameters: the harness sets the rate, does its own gradient
 # accumulation (bench/distributed.py) and trains in float32.
-_NOT_HPARAMS = {"self", "args", "kwargs", "learning_rate", "name", "gradient_accumulation_steps", "loss_scale_factor"}
-_KERAS_COMMON = set(inspect.signature(keras.optimizers.Optimizer.__init__).parameters) - _NOT_HPARAMS
+_NOT_HPARAMS = {"self", "args", "kwargs", "learning_rate", "name", "gradient_accumulation_steps",
+                "loss_scale_factor"}
 
 
 def valid_hparams(name: str) -> set[str]:
@@ -84,7 +129,7 @@ def valid_hparams(name: str) -> set[str]:
         # the factory forwards **hp to a Keras class: accept that class's own arguments too
         cls = factory(1.0).__class__
         names |= set(inspect.signature(cls.__init__).parameters) - _NOT_HPARAMS
-    return names | set(defaults) | _KERAS_COMMON
+    return names | set(defaults)
 
 
 def get(name: str, learning_rate, **hparams) -> keras.optimizers.Optimizer:
