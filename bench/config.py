@@ -73,6 +73,8 @@ class RunConfig:
     # evaluation and logging
     eval_every_epochs: float = 1.0  # 0: only at the end
     eval_batch: int = 1000
+    eval_ema: bool = False  # evaluate an exponential moving average of the weights (authors' CIFAR code)
+    ema_decay: float = 0.9999  # its decay, warmed up as min(decay, (1 + t) / (10 + t)) like TF1's
     log_every_steps: int = 1  # one history row every N steps
     target_top1: float = 0.0  # steps_to_target / time_to_target_s: first eval reaching it (0: none)
     seed: int = 0
@@ -149,6 +151,8 @@ def _check(cfg: RunConfig) -> None:
         raise ConfigError(f"decay_fractions = {list(fr)} must be increasing numbers in (0, 1)")
     if not 0 < cfg.decay_factor <= 1:
         raise ConfigError(f"decay_factor = {cfg.decay_factor} must be in (0, 1]")
+    if not 0 < cfg.ema_decay < 1:
+        raise ConfigError(f"ema_decay = {cfg.ema_decay} must be in (0, 1)")
     if not 0 < cfg.bn_momentum < 1:
         raise ConfigError(f"bn_momentum = {cfg.bn_momentum} must be in (0, 1)")
     if cfg.label_smoothing >= 1:

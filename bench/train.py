@@ -8,6 +8,7 @@ and the loss handed with it is the global mean loss of the same examples (NLCG u
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -43,11 +44,12 @@ def cross_entropy(labels, logits, num_classes: int, label_smoothing: float = 0.0
 
 
 def make_train_step(model, optimizer, lr_schedule, cfg: RunConfig, world: World, accumulation: int,
-                    num_classes: int):
+                    num_classes: int, after_step=None):
     """A tf.function(iterator) -> (loss, lr, diagnostics) that runs one optimizer step.
 
     It pulls ``accumulation`` micro-batches from the iterator, averages their gradients of
-    (cross-entropy + L2), averages again over the workers, and applies the optimizer once.
+    (cross-entropy + L2), averages again over the workers, and applies the optimizer once; then
+    ``after_step(step)`` (the weight EMA's update) if given.
     """
     variables = model.trainable_variables
     decayed = models.decayed_weights(model)
@@ -76,9 +78,42 @@ def make_train_step(model, optimizer, lr_schedule, cfg: RunConfig, world: World,
         grads, loss = distributed.mean_over_workers(grads, loss, world)
         lr = lr_schedule(optimizer.iterations)
         optimizer.apply(grads, variables, loss=loss)
+        if after_step is not None:
+            after_step(optimizer.iterations)
         return loss, lr, optimizer.diagnostics()
 
     return train_step
+
+
+def make_weight_ema(variables, decay: float):
+    """Shadow copies of ``variables`` and an ``update(step)`` that moves them towards the variables.
+
+    decay_t = min(decay, (1 + t) / (10 + t)), as TF1's ExponentialMovingAverage with num_updates, which
+    the authors' CIFAR code evaluates with; without the warm-up a 0.9999 average of a short run would
+    still be mostly the initial weights.
+    """
+    shadow = [tf.Variable(v.value, trainable=False) for v in variables]
+
+    def update(step):
+        t = tf.cast(step, tf.float32)
+        d = tf.minimum(decay, (1.0 + t) / (10.0 + t))
+        for s, v in zip(shadow, variables, strict=True):
+            s.assign(d * s + (1.0 - d) * v)
+
+    return shadow, update
+
+
+@contextlib.contextmanager
+def swapped_in(variables, values):
+    """Temporarily give ``variables`` the ``values`` (the EMA weights for an evaluation)."""
+    backup = [tf.identity(v.value) for v in variables]
+    for v, x in zip(variables, values, strict=True):
+        v.assign(x)
+    try:
+        yield
+    finally:
+        for v, x in zip(variables, backup, strict=True):
+            v.assign(x)
 
 
 def make_eval_step(model, num_classes: int):
@@ -189,8 +224,13 @@ def _train(cfg, world, info, micro, accumulation, steps, eval_every, row, histor
     train_iter = iter(data.train_dataset(cfg, workers=world.size, rank=world.rank, micro_batch=micro,
                                          accumulation=accumulation))
     eval_ds = data.eval_dataset(cfg, workers=world.size, rank=world.rank, batch=cfg.eval_batch)
-    train_step = make_train_step(model, optimizer, lr_schedule, cfg, world, accumulation, info.num_classes)
+    ema_weights, ema_update = (make_weight_ema(model.trainable_variables, cfg.ema_decay) if cfg.eval_ema
+                               else ([], None))
+    train_step = make_train_step(model, optimizer, lr_schedule, cfg, world, accumulation, info.num_classes,
+                                 after_step=ema_update)
     eval_step = make_eval_step(model, info.num_classes)
+    weights_for_eval = (lambda: swapped_in(model.trainable_variables, ema_weights)) if cfg.eval_ema else (
+        contextlib.nullcontext)
     epoch_of = lambda step: step * cfg.global_batch / info.train_size
 
     step_times: list[float] = []
@@ -222,7 +262,8 @@ def _train(cfg, world, info, micro, accumulation, steps, eval_every, row, histor
         bar.update(1)
 
         if (eval_every and step % eval_every == 0) or step == steps:
-            last_eval = evaluate(eval_step, eval_ds, world)
+            with weights_for_eval():
+                last_eval = evaluate(eval_step, eval_ds, world)
             history.append({"run_id": row["run_id"], "step": step, "epoch": epoch_of(step),
                             "time_s": train_time, **last_eval})
             row.update(top1=last_eval["top1"], top5=last_eval["top5"])

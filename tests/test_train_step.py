@@ -71,3 +71,18 @@ def test_two_workers_equal_one_worker_with_accumulation_two(tmp_path, opt_name):
     np.testing.assert_allclose(l2, l1, rtol=1e-5)
     for a, b in zip(w2, w1, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_weight_ema_follows_tf1_formula_and_swaps_back():
+    v = keras.Variable(np.zeros(3, np.float32))
+    shadow, update = train.make_weight_ema([v], decay=0.9)
+    want = np.zeros(3)
+    for t in range(1, 30):  # update(t) runs after the t-th step, with the new weights
+        v.assign(np.full(3, float(t), np.float32))
+        update(t)
+        d = min(0.9, (1 + t) / (10 + t))
+        want = d * want + (1 - d) * t
+    np.testing.assert_allclose(shadow[0].numpy(), want, rtol=1e-5)
+    with train.swapped_in([v], shadow):
+        np.testing.assert_allclose(v.numpy(), want, rtol=1e-5)
+    np.testing.assert_array_equal(v.numpy(), np.full(3, 29.0))
