@@ -13,12 +13,13 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install apt test test-fast lint smoke clean help
+.PHONY: install apt test test-fast lint smoke bench clean help
 
 help:
 	@echo "make install     apt packages, .venv, TensorFlow, Horovod (built from source), this project"
 	@echo "make test        install + the whole test suite"
 	@echo "make smoke       install + the smoke run on $(NP) Horovod workers (CONFIG=$(CONFIG))"
+	@echo "make bench       install + step time of every optimizer on the smoke workload, as ratios"
 	@echo "make lint        ruff"
 
 install: apt $(VENV)/.stamp-project
@@ -65,6 +66,10 @@ lint: install
 
 smoke: install
 	mpirun -np $(NP) --oversubscribe --bind-to none $(PY) -m bench train --config $(CONFIG)
+
+# Step-time benchmark: the smoke workload at batch 256 on NP workers; ratios against momentum.
+bench: install
+	mpirun -np $(NP) --oversubscribe --bind-to none $(PY) -m bench perf --config $(CONFIG)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

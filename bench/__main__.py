@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench train --config experiments/X.toml [--set key=value ...]``.
+"""Command line: ``python -m bench train|perf --config experiments/X.toml [--set key=value ...]``.
 
 Exit codes: 0 done (complete or diverged: divergence is a result), 1 the run failed, 2 bad input
 (nothing trained, nothing written).
@@ -20,6 +20,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="TOML run config (experiments/*.toml); defaults if omitted")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (TOML value), e.g. --set epochs=3 --set hparams.momentum=0.8")
+    b = sub.add_parser("perf", help="time every optimizer's train step on one workload (ratios to the first)")
+    b.add_argument("--config", help="TOML run config giving the workload")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--optimizers", default="momentum,nlcg-fr,nlcg-pr,rmsprop,lars,lamb",
+                   help="comma-separated registry names; the first is the baseline")
+    b.add_argument("--steps", type=int, default=10, help="timed steps per optimizer per round")
+    b.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    b.add_argument("--out", help="also write the table to this CSV file")
     return p
 
 
@@ -46,6 +54,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row['status']}: top1 {row['top1']:.4f}  top5 {row['top5']:.4f}  "
                       f"{row['images_per_s']:,.0f} img/s  {row['wall_time_s']:.1f} s  -> "
                       f"{cfg.results_dir}/runs.parquet", flush=True)
+        if args.command == "perf":
+            from bench import distributed, perf
+
+            world = distributed.init()
+            table = perf.run(cfg, args.optimizers.split(","), args.steps, args.rounds, world)
+            if world.is_chief:
+                import pandas as pd
+
+                with pd.option_context("display.width", 200, "display.max_columns", 30):
+                    print(table.round(3).to_string(index=False))
+                if args.out:
+                    table.to_csv(args.out, index=False)
     except config.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

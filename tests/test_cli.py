@@ -143,3 +143,24 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path):
 def test_missing_config_file():
     p = run_cli(["train", "--config", "experiments/nope.toml"])
     assert p.returncode == 2 and "nope.toml" in p.stderr
+
+
+def test_perf_reports_ratios_against_the_first_optimizer(tmp_path):
+    out = tmp_path / "perf.csv"
+    p = run_cli(["perf", *TINY, "--set", "global_batch=64", "--optimizers", "momentum,nlcg-pr", "--steps", "3",
+                 "--rounds", "2", "--out", str(out)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert list(table.optimizer) == ["momentum", "nlcg-pr"] and (table.samples == 6).all()
+    assert table.step_ratio[0] == 1.0 and table.apply_ratio[0] == 1.0
+    assert (table.step_ms > 0).all() and (table.apply_ms > 0).all()
+    # NLCG-PR touches 5 state buffers and takes global dot products: it cannot cost less than momentum's 1.
+    assert table.apply_ratio[1] > 1.0
+    assert "step_ratio" in p.stdout
+
+
+def test_perf_unknown_optimizer_exit_2():
+    p = run_cli(["perf", *TINY, "--optimizers", "momentum,adamw"])
+    assert p.returncode == 2 and "adamw" in p.stderr
