@@ -183,10 +183,11 @@ def run(cfg: RunConfig, world: World | None = None) -> dict:
     steps_per_epoch = info.train_size / cfg.global_batch
     eval_every = max(1, round(cfg.eval_every_epochs * steps_per_epoch)) if cfg.eval_every_epochs else 0
     run_id = cfg.run_id(world.size)
+    resolved_hparams = {**optimizers.REGISTRY[cfg.optimizer][1], **cfg.hparams}  # the defaults, written out
 
     row = {
         "run_id": run_id, "sweep": cfg.sweep, "status": "failed", "error": "",
-        "optimizer": cfg.optimizer, "hparams": json.dumps(cfg.hparams, sort_keys=True),
+        "optimizer": cfg.optimizer, "hparams": json.dumps(resolved_hparams, sort_keys=True),
         "dataset": cfg.dataset, "model": cfg.model, "global_batch": cfg.global_batch,
         "workers": world.size, "per_worker_batch": micro, "accumulation": accumulation,
         "epochs": steps / steps_per_epoch, "steps": 0, "seed": cfg.seed,

@@ -1,5 +1,6 @@
 """End to end through the CLI, as a user runs it: mpirun, horovodrun, one process; bad input."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -47,6 +48,7 @@ def test_one_worker_without_launcher_and_overrides(tmp_path):
     r = load_runs(tmp_path / "smoke").iloc[0]
     assert (r.status, r.workers, r.optimizer, r.global_batch, r.per_worker_batch, r.accumulation) == (
         "complete", 1, "rmsprop", 512, 128, 4)
+    assert json.loads(r.hparams) == {"rho": 0.9, "momentum": 0.9, "epsilon": 1.0}  # the defaults, resolved
 
 
 @pytest.mark.mpi
