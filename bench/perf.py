@@ -6,8 +6,12 @@ compiles the harness's own train step; then it times them in interleaved rounds 
 of them alike), after warm-up steps that compile and one untimed interleaved round, with Python's garbage
 collector held off while timing (as ``timeit`` does: a collection of the graphs built during setup would
 otherwise land in the first timed step). It also times ``opt.apply`` alone on fixed gradients:
-the optimizer's own cost, which is what NLCG adds over Momentum. Reported: mean +- 1.96 sd of the step
-time, images/s (global), and each optimizer's ratio to the first one (the baseline).
+the optimizer's own cost, which is what NLCG adds over Momentum; and the gradient allreduce alone (one
+grouped Horovod allreduce of the model's gradients; 0 on one worker, whose step has none).
+``compute_ms`` is the rest of the step: step - apply - allreduce (forward, backward, input pipeline; an
+estimate, as the parts overlap).
+Reported: mean +- 1.96 sd of the step time, images/s (global), and each optimizer's ratio to the first
+one (the baseline).
 """
 
 from __future__ import annotations
@@ -58,7 +62,16 @@ def _setup(cfg: RunConfig, world, micro: int, accumulation: int, info):
         opt.apply(grads, variables, loss=loss)
         return loss
 
-    return (lambda: step(it)), apply_only
+    if world.size == 1:  # the train step has no collective: nothing to time
+        return (lambda: step(it)), apply_only, (lambda: loss)
+
+    @tf.function
+    def allreduce_only():
+        # tf.identity: graph tensors (Horovod names its ops after them); returning the result keeps it run
+        reduced, mean_loss = distributed.mean_over_workers([tf.identity(g) for g in grads], loss, world)
+        return mean_loss, reduced
+
+    return (lambda: step(it)), apply_only, allreduce_only
 
 
 def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -> pd.DataFrame:
@@ -81,6 +94,7 @@ def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -
             _timed(f, 1)
     step_t = {n: [] for n in names}
     apply_t = {n: [] for n in names}
+    reduce_t = {n: [] for n in names}
     gc.collect()
     gc.disable()
     try:
@@ -88,6 +102,7 @@ def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -
             for name in names:
                 step_t[name] += _timed(fns[name][0], steps)
                 apply_t[name] += _timed(fns[name][1], steps)
+                reduce_t[name] += _timed(fns[name][2], steps) if world.size > 1 else [0.0]
     finally:
         gc.enable()
     base_step, base_apply = np.mean(step_t[names[0]]), np.mean(apply_t[names[0]])
@@ -100,6 +115,7 @@ def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -
             "step_ms": 1e3 * s.mean(), "step_ms_ci95": 1e3 * 1.96 * s.std(ddof=1),
             "images_per_s": cfg.global_batch / s.mean(), "step_ratio": s.mean() / base_step,
             "apply_ms": 1e3 * a.mean(), "apply_ms_ci95": 1e3 * 1.96 * a.std(ddof=1),
-            "apply_ratio": a.mean() / base_apply, "samples": len(s),
+            "apply_ratio": a.mean() / base_apply, "allreduce_ms": 1e3 * np.mean(reduce_t[name]),
+            "compute_ms": 1e3 * (s.mean() - a.mean() - np.mean(reduce_t[name])), "samples": len(s),
         })
     return pd.DataFrame(rows)

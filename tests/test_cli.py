@@ -147,20 +147,24 @@ def test_missing_config_file():
     assert p.returncode == 2 and "nope.toml" in p.stderr
 
 
-def test_perf_reports_ratios_against_the_first_optimizer(tmp_path):
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=[pytest.mark.mpi, pytest.mark.slow])])
+def test_perf_reports_ratios_against_the_first_optimizer(tmp_path, workers):
     out = tmp_path / "perf.csv"
     p = run_cli(["perf", *TINY, "--set", "global_batch=64", "--optimizers", "momentum,nlcg-pr", "--steps", "3",
-                 "--rounds", "2", "--out", str(out)])
+                 "--rounds", "2", "--out", str(out)], np_=workers if workers > 1 else 0)
     assert p.returncode == 0, p.stderr[-3000:]
     import pandas as pd
 
     table = pd.read_csv(out)
     assert list(table.optimizer) == ["momentum", "nlcg-pr"] and (table.samples == 6).all()
+    assert (table.workers == workers).all() and (table.micro_batch == 64 // workers).all()
     assert table.step_ratio[0] == 1.0 and table.apply_ratio[0] == 1.0
     assert (table.step_ms > 0).all() and (table.apply_ms > 0).all()
     # NLCG-PR touches 5 state buffers and takes global dot products: it cannot cost less than momentum's 1.
     assert table.apply_ratio[1] > 1.0
-    assert "step_ratio" in p.stdout
+    # one worker's step has no collective; two really exchange the gradients
+    assert (table.allreduce_ms == 0).all() if workers == 1 else (table.allreduce_ms > 0.05).all()
+    assert p.stdout.count("step_ratio") == 1  # rank 0 only
 
 
 def test_perf_unknown_optimizer_exit_2():
