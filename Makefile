@@ -7,19 +7,23 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 APT_PACKAGES := libopenmpi-dev openmpi-bin dataset-fashion-mnist
 NP ?= 2
 CONFIG ?= experiments/smoke.toml
+SWEEP ?= experiments/fmnist_optimizers.toml
+WORKERS ?= 2
+PACK ?= 1
 
 # Open MPI refuses to run as root unless told; containers and CI run as root.
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install apt test test-fast lint smoke bench clean help
+.PHONY: install apt test test-fast lint smoke bench sweep clean help
 
 help:
 	@echo "make install     apt packages, .venv, TensorFlow, Horovod (built from source), this project"
 	@echo "make test        install + the whole test suite"
 	@echo "make smoke       install + the smoke run on $(NP) Horovod workers (CONFIG=$(CONFIG))"
 	@echo "make bench       install + step time of every optimizer on the smoke workload, as ratios"
+	@echo "make sweep       install + every pending run of SWEEP=$(SWEEP) on WORKERS=$(WORKERS) x PACK=$(PACK)"
 	@echo "make lint        ruff"
 
 install: apt $(VENV)/.stamp-project
@@ -70,6 +74,10 @@ smoke: install
 # Step-time benchmark: the smoke workload at batch 256 on NP workers; ratios against momentum.
 bench: install
 	mpirun -np $(NP) --oversubscribe --bind-to none $(PY) -m bench perf --config $(CONFIG)
+
+# A sweep file's pending runs, each on WORKERS Horovod workers, PACK runs at once (mpirun -np WORKERS*PACK).
+sweep: install
+	$(PY) -m bench sweep $(SWEEP) --workers $(WORKERS) --pack $(PACK)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

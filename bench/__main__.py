@@ -1,7 +1,7 @@
-"""Command line: ``python -m bench train|perf --config experiments/X.toml [--set key=value ...]``.
+"""Command line: ``python -m bench train|perf --config X.toml | sweep X.toml [--set key=value ...]``.
 
-Exit codes: 0 done (complete or diverged: divergence is a result), 1 the run failed, 2 bad input
-(nothing trained, nothing written).
+Exit codes: 0 done (complete or diverged: divergence is a result), 1 a run failed (a sweep: at least one;
+the others ran), 2 bad input (nothing trained, nothing written).
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=10, help="timed steps per optimizer per round")
     b.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     b.add_argument("--out", help="also write the table to this CSV file")
+    w = sub.add_parser("sweep", help="run every pending run of a sweep file (resumable; see bench/sweep.py)")
+    w.add_argument("file", help="sweep file: a run config plus a [grid] table of lists")
+    w.add_argument("--workers", type=int, default=1, help="Horovod workers per run (re-launches under mpirun)")
+    w.add_argument("--pack", type=int, default=1, help="runs trained at once, each on its own group of workers")
+    w.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+    w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field for every run")
     return p
 
 
@@ -36,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench import config
 
     try:
+        if args.command == "sweep":
+            from bench import sweep
+
+            return sweep.main(args)
         cfg = config.load(args.config, args.overrides)
         if args.command == "train":
             from bench import train

@@ -99,7 +99,7 @@ class RunConfig:
         return Path(self.output_dir) / self.sweep
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 _TYPES = typing.get_type_hints(RunConfig)
 
 
@@ -163,10 +163,10 @@ def _check(cfg: RunConfig) -> None:
 
 def make(values: dict) -> RunConfig:
     """Build and check a RunConfig from a flat dict (``hparams`` a nested dict)."""
-    unknown = sorted(set(values) - set(_FIELDS))
+    unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ConfigError(
-            f"unknown config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_FIELDS))}"
+            f"unknown config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(FIELDS))}"
         )
     cfg = RunConfig(**{k: _coerce(k, v) for k, v in values.items()})
     _check(cfg)
@@ -210,6 +210,8 @@ def read_toml(path: str | Path) -> dict:
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
     """Load a run config: TOML file (optional) + ``--set`` overrides, checked."""
     values = read_toml(path) if path else {}
+    if "grid" in values:
+        raise ConfigError(f"{path} is a sweep file (it has a [grid]); run it with: python -m bench sweep {path}")
     if "sweep" not in values and path:
         values["sweep"] = Path(path).stem
     return make(apply_overrides(values, list(overrides)))

@@ -1,0 +1,234 @@
+"""Sweeps: a grid of runs from one TOML file, run in one MPI allocation, resumable.
+
+A sweep file is a run config (the fields every run shares) plus a ``[grid]`` table of lists; every
+combination of the lists is one run. ``[optimizer_hparams.NAME]`` tables add hyperparameters to the runs
+of optimizer NAME only (``[hparams]`` applies to every run)::
+
+    sweep = "mini"
+    dataset = "fashion_mnist"
+    model = "resnet8"
+    [grid]
+    optimizer = ["momentum", "nlcg-fr"]
+    global_batch = [256, 4096]
+    seed = [0, 1]
+    [optimizer_hparams.nlcg-fr]
+    line_search = "step"
+
+``python -m bench sweep experiments/mini.toml --workers 2 --pack 1``: every run on 2 Horovod workers.
+Launched outside MPI with ``workers x pack > 1``, the command re-launches itself under ``mpirun -np
+workers*pack``; launched under ``mpirun -np N`` it uses those N ranks. With ``--pack K`` the ranks split into K
+groups of ``N / K`` ranks (mpi4py), each with its own Horovod (``hvd.init(comm=group)``), and group k runs
+the pending runs k, k + K, k + 2K, ... Every run is validated (config, data files, batch split) before any
+trains. Runs whose run_id already has a ``complete`` or ``diverged`` row are skipped, so rerunning a sweep,
+or a larger version of it, runs only what is missing, and a killed sweep resumes where it stopped (a run
+cut off in the middle starts again: rows appear only when a run ends). A run that fails is recorded as
+``failed`` and the sweep goes on; the next invocation retries it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from bench import config
+from bench.config import ConfigError, RunConfig
+
+GRID = "grid"
+OPT_HPARAMS = "optimizer_hparams"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A sweep file resolved: its name and the runs of its grid, in grid order."""
+
+    name: str
+    runs: tuple[RunConfig, ...]
+    grid: dict  # field -> list of values, as written
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
+    """Read a sweep file, expand its grid and check every run (ConfigError on the first bad one)."""
+    values = config.read_toml(path)
+    values.setdefault("sweep", Path(path).stem)
+    grid = values.pop(GRID, {})
+    per_opt = values.pop(OPT_HPARAMS, {})
+    if not isinstance(grid, dict) or not isinstance(per_opt, dict):
+        raise ConfigError(f"{path}: [{GRID}] and [{OPT_HPARAMS}] must be tables")
+    for key, options in grid.items():
+        if key == "hparams" or key not in config.FIELDS:
+            valid = ", ".join(sorted(set(config.FIELDS) - {"hparams", "sweep", "output_dir"}))
+            raise ConfigError(f"[{GRID}] key {key!r} is not a run config field; valid: {valid}")
+        if not isinstance(options, list) or not options:
+            raise ConfigError(f"[{GRID}] {key} = {options!r} must be a non-empty list of values")
+    unknown_opt = sorted(set(per_opt) - set(_registry_names()))
+    if unknown_opt:
+        raise ConfigError(f"[{OPT_HPARAMS}] names unknown optimizer(s) {', '.join(unknown_opt)}; "
+                          f"valid: {', '.join(_registry_names())}")
+    base = config.apply_overrides(values, list(overrides))
+    keys = list(grid)
+    runs, seen = [], set()
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        point = {**base, **dict(zip(keys, combo, strict=True))}
+        opt = point.get("optimizer", RunConfig.optimizer)
+        point["hparams"] = {**base.get("hparams", {}), **per_opt.get(opt, {})}
+        try:
+            cfg = config.make(point)
+        except ConfigError as e:
+            where = ", ".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
+            raise ConfigError(f"{path} run ({where}): {e}") from None
+        key = cfg.to_dict().__repr__()
+        if key not in seen:  # a grid may name the same run twice (e.g. a list with a repeated value)
+            seen.add(key)
+            runs.append(cfg)
+    if len({c.sweep for c in runs}) > 1:
+        raise ConfigError(f"{path}: every run of a sweep writes to one folder; do not put 'sweep' in [{GRID}]")
+    return Sweep(name=runs[0].sweep, runs=tuple(runs), grid=grid)
+
+
+def _registry_names() -> list[str]:
+    import optimizers
+
+    return optimizers.names()
+
+
+def check(sweep: Sweep, workers: int) -> None:
+    """Everything that can fail before training: data files and the batch split on ``workers`` ranks."""
+    from bench import data, distributed
+
+    for cfg in sweep.runs:
+        data.check(cfg)
+        distributed.split_batch(cfg.global_batch, workers, cfg.per_worker_batch)
+
+
+def status(sweep: Sweep, workers: int):
+    """One row per run: the grid values, its run_id on ``workers`` ranks, and done / pending / failed."""
+    import pandas as pd
+
+    from bench import results
+
+    rows = []
+    for cfg in sweep.runs:
+        rid = cfg.run_id(workers)
+        found = results.load_runs(cfg.results_dir)
+        found = found[found.run_id == rid]
+        state = "pending"
+        if found.status.isin(["complete", "diverged"]).any():
+            state = found[found.status.isin(["complete", "diverged"])].status.iloc[-1]
+        elif len(found):
+            state = "failed (will retry)"
+        top1 = found.top1.iloc[-1] if len(found) else float("nan")
+        rows.append({**{k: getattr(cfg, k) for k in sweep.grid}, "run_id": rid, "state": state, "top1": top1})
+    return pd.DataFrame(rows)
+
+
+def pending(sweep: Sweep, workers: int) -> list[RunConfig]:
+    """The runs without a complete or diverged row, in grid order."""
+    from bench import results
+
+    done: set[str] = set()
+    for folder in {cfg.results_dir for cfg in sweep.runs}:
+        done |= results.completed_ids(folder)
+    return [cfg for cfg in sweep.runs if cfg.run_id(workers) not in done]
+
+
+def under_mpi() -> bool:
+    """True when this process was started by an MPI launcher (Open MPI, MPICH/Hydra, Slurm's PMI)."""
+    return any(v in os.environ for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
+
+
+def relaunch_command(argv: list[str], workers: int, pack: int) -> list[str]:
+    """``mpirun -np workers*pack python -m bench sweep ...``: the same command, under MPI."""
+    mpirun = shutil.which("mpirun") or "mpirun"
+    return [mpirun, "-np", str(workers * pack), "--oversubscribe", "--bind-to", "none",
+            sys.executable, "-m", "bench", *argv]
+
+
+def split_groups(pack: int):
+    """Split MPI_COMM_WORLD into ``pack`` groups of consecutive ranks; returns (group index, comm)."""
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    if world.size % pack:
+        raise ConfigError(f"--pack {pack} does not divide the {world.size} MPI ranks; "
+                          f"valid: a divisor of {world.size}")
+    per = world.size // pack
+    color = world.rank // per
+    return color, world.Split(color=color, key=world.rank)
+
+
+def run(sweep: Sweep, pack: int = 1, say=print) -> int:
+    """Run the pending runs of ``sweep`` on this MPI allocation (or this one process). Returns #failed."""
+    import keras
+
+    from bench import distributed, train
+
+    if pack > 1:
+        group, comm = split_groups(pack)
+        world = distributed.init(comm=comm)
+    else:  # one group: Horovod on all ranks (MPI or Gloo), or one process
+        group, world = 0, distributed.init()
+    check(sweep, world.size)
+    todo = pending(sweep, world.size)
+    if pack > 1:  # every group reads the store before any can write to it: all agree on `todo`
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Barrier()
+    mine = todo[group::pack]
+    if world.is_chief and group == 0:
+        say(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} done, {len(todo)} to run "
+            f"on {pack} group(s) of {world.size} worker(s)")
+    failed = 0
+    for i, cfg in enumerate(mine, 1):
+        if world.is_chief:
+            where = ", ".join(f"{k}={getattr(cfg, k)}" for k in sweep.grid)
+            say(f"[group {group}] run {i}/{len(mine)}: {where}")
+        try:
+            row = train.run(cfg, world)
+            if world.is_chief:
+                say(f"[group {group}] {row['status']}: top1 {row['top1']:.4f}  {row['wall_time_s']:.1f} s")
+        except ConfigError:
+            raise
+        except Exception as e:  # recorded as failed by train.run; the sweep goes on
+            failed += 1
+            if world.is_chief:
+                say(f"[group {group}] failed: {type(e).__name__}: {e}")
+        keras.backend.clear_session()
+    return failed
+
+
+def main(args) -> int:
+    """``python -m bench sweep FILE [--workers N] [--pack K] [--dry-run] [--set k=v ...]``."""
+    sweep = load(args.file, args.overrides)
+    workers, pack = args.workers, args.pack
+    if workers < 1 or pack < 1:
+        raise ConfigError(f"--workers {workers} --pack {pack}: both must be >= 1")
+    if under_mpi():
+        size = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE") or 0)
+        if size and size % pack:
+            raise ConfigError(f"--pack {pack} does not divide the {size} MPI ranks; valid: a divisor of {size}")
+        workers = size // pack if size else workers
+    if args.dry_run:
+        check(sweep, workers)
+        import pandas as pd
+
+        table = status(sweep, workers)
+        with pd.option_context("display.width", 200, "display.max_rows", 10_000):
+            print(table.to_string(index=False))
+        left = int(table.state.isin(["pending", "failed (will retry)"]).sum())
+        print(f"{len(table)} runs on {workers} worker(s) each, {left} to run", flush=True)
+        return 0
+    if not under_mpi() and workers * pack > 1:
+        check(sweep, workers)  # fail here, in one process, rather than in every rank
+        argv = ["sweep", str(args.file), "--pack", str(pack)]
+        for item in args.overrides:
+            argv += ["--set", item]
+        cmd = relaunch_command(argv, workers, pack)
+        print("launching: " + shlex.join(cmd), flush=True)
+        os.execvp(cmd[0], cmd)  # replaces this process: its exit code is mpirun's
+    failed = run(sweep, pack)
+    return 1 if failed else 0

@@ -1,0 +1,179 @@
+"""Sweeps: grid expansion, skip-the-finished, resume after kill -9, packed groups under mpirun."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from bench import sweep
+from bench.config import ConfigError
+from bench.results import load_history, load_runs
+from conftest import PYTHON, ROOT, requires_horovod, run_cli
+
+TINY = """
+dataset = "synthetic"
+synthetic_image_size = 8
+synthetic_train_size = 512
+synthetic_test_size = 256
+width = 4
+eval_every_epochs = 0
+log_every_steps = 2
+"""
+
+
+def _write(tmp_path, body, name="toy.toml"):
+    path = tmp_path / name
+    path.write_text(f'output_dir = "{tmp_path}/results"\n{TINY}\n{body}')
+    return path
+
+
+def test_grid_is_the_product_with_per_optimizer_hparams(tmp_path):
+    path = _write(tmp_path, """
+steps = 3
+[hparams]
+[grid]
+optimizer = ["momentum", "nlcg-pr"]
+global_batch = [64, 128, 64]
+seed = [0, 1]
+[optimizer_hparams.nlcg-pr]
+line_search = "online"
+""")
+    s = sweep.load(path)
+    assert s.name == "toy" and len(s.runs) == 2 * 2 * 2  # the repeated 64 is one run, not two
+    points = [(c.optimizer, c.global_batch, c.seed) for c in s.runs]
+    assert points[:3] == [("momentum", 64, 0), ("momentum", 64, 1), ("momentum", 128, 0)]
+    for c in s.runs:
+        assert c.hparams == ({"line_search": "online"} if c.optimizer == "nlcg-pr" else {})
+        assert (c.steps, c.dataset, c.sweep) == (3, "synthetic", "toy")
+    assert len({c.run_id(2) for c in s.runs}) == 8
+    # --set applies to every run
+    assert {c.steps for c in sweep.load(path, ["steps=5"]).runs} == {5}
+
+
+@pytest.mark.parametrize("body, words", [
+    ("[grid]\nepochz = [1, 2]", ["epochz", "valid", "global_batch"]),
+    ("[grid]\nglobal_batch = 64", ["global_batch = 64", "non-empty list"]),
+    ("[grid]\nglobal_batch = []", ["non-empty list"]),
+    ("[grid]\nhparams = [{}]", ["hparams", "not a run config field"]),
+    ("[grid]\noptimizer = [\"momentum\", \"adamw\"]", ["optimizer=adamw", "adamw", "valid"]),
+    ("[grid]\nglobal_batch = [64]\n[optimizer_hparams.adamw]\nx = 1", ["adamw", "valid"]),
+    ("[grid]\nsweep = [\"a\", \"b\"]", ["sweep", "[grid]"]),
+    ("[grid]\noptimizer = [\"momentum\"]\n[optimizer_hparams.momentum]\nrho = 0.9", ["rho", "momentum"]),
+])
+def test_bad_sweep_files_are_one_line_errors(tmp_path, body, words):
+    with pytest.raises(ConfigError) as e:
+        sweep.load(_write(tmp_path, body))
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+@requires_horovod
+@pytest.mark.slow
+def test_sweep_runs_skips_finished_and_extends(tmp_path):
+    path = _write(tmp_path, "steps = 4\n[grid]\noptimizer = [\"momentum\", \"nlcg-fr\"]\nglobal_batch = [64]\n")
+    p = run_cli(["sweep", str(path)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = load_runs(tmp_path / "results" / "toy")
+    assert sorted(runs.optimizer) == ["momentum", "nlcg-fr"] and (runs.status == "complete").all()
+    assert "2 runs, 0 done, 2 to run" in p.stdout
+
+    again = run_cli(["sweep", str(path)])  # idempotent: nothing to run, nothing appended
+    assert again.returncode == 0 and "2 runs, 2 done, 0 to run" in again.stdout
+    assert len(load_runs(tmp_path / "results" / "toy")) == 2
+
+    # a larger version of the sweep runs only what is missing
+    path.write_text(path.read_text().replace("global_batch = [64]", "global_batch = [64, 128]"))
+    dry = run_cli(["sweep", str(path), "--dry-run"])
+    assert dry.returncode == 0 and dry.stdout.count("complete") == 2 and dry.stdout.count("pending") == 2
+    assert "4 runs on 1 worker(s) each, 2 to run" in dry.stdout
+    assert len(load_runs(tmp_path / "results" / "toy")) == 2  # a dry run trains nothing
+    more = run_cli(["sweep", str(path)])
+    assert more.returncode == 0 and "4 runs, 2 done, 2 to run" in more.stdout
+    runs = load_runs(tmp_path / "results" / "toy")
+    assert len(runs) == 4 and runs.run_id.is_unique
+    assert sorted(zip(runs.optimizer, runs.global_batch, strict=True)) == [
+        ("momentum", 64), ("momentum", 128), ("nlcg-fr", 64), ("nlcg-fr", 128)]
+
+
+@requires_horovod
+@pytest.mark.slow
+def test_diverged_run_is_a_result_and_the_sweep_goes_on(tmp_path):
+    path = _write(tmp_path, """
+steps = 20
+weight_decay = 0.0
+optimizer = "sgd"
+[grid]
+base_lr = [1e30, 0.1]
+init_lr = [1e30]
+""")
+    p = run_cli(["sweep", str(path)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = load_runs(tmp_path / "results" / "toy").set_index("peak_lr")
+    assert runs.loc[1e30 * 128 / 256, "status"] == "diverged" and runs.loc[0.1 * 128 / 256, "status"] == "complete"
+    again = run_cli(["sweep", str(path)])
+    assert "2 done, 0 to run" in again.stdout  # divergence is kept as data, not retried
+
+
+@requires_horovod
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_duplicates_or_torn_rows(tmp_path):
+    path = _write(tmp_path, "steps = 30\n[grid]\nseed = [0, 1, 2, 3]\n")
+    runs_file = tmp_path / "results" / "toy" / "runs.parquet"
+    proc = subprocess.Popen([PYTHON, "-m", "bench", "sweep", str(path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (runs_file.exists() and len(load_runs(runs_file.parent)) >= 1):
+            time.sleep(0.2)
+        assert runs_file.exists(), "no run finished in time"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = len(load_runs(runs_file.parent))
+    assert 1 <= done < 4
+    p = run_cli(["sweep", str(path)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"4 runs, {done} done, {4 - done} to run" in p.stdout
+    runs, hist = load_runs(runs_file.parent), load_history(runs_file.parent)
+    assert len(runs) == 4 and runs.run_id.is_unique and (runs.status == "complete").all()
+    assert sorted(runs.seed) == [0, 1, 2, 3]
+    # every run's history is whole: one row per logged step, none from the killed attempt
+    for rid in runs.run_id:
+        steps = hist[(hist.run_id == rid) & hist.loss.notna()].step.tolist()
+        assert steps == list(range(2, 31, 2)), (rid, steps)
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("workers, pack", [(1, 2), (2, 1)])
+def test_packed_and_multi_worker_sweeps_relaunch_under_mpirun(tmp_path, workers, pack):
+    path = _write(tmp_path, "steps = 4\n[grid]\noptimizer = [\"momentum\", \"nlcg-pr\"]\nseed = [0, 1]\n")
+    p = run_cli(["sweep", str(path), "--workers", str(workers), "--pack", str(pack)], timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "launching: " in p.stdout and f"-np {workers * pack}" in p.stdout
+    runs = load_runs(tmp_path / "results" / "toy")
+    assert len(runs) == 4 and runs.run_id.is_unique and (runs.status == "complete").all()
+    assert (runs.workers == workers).all()
+    if pack == 2:  # both groups trained: two runs each
+        assert p.stdout.count("[group 0] run ") == 2 and p.stdout.count("[group 1] run ") == 2
+    # the same sweep on the same layout is then done
+    dry = run_cli(["sweep", str(path), "--workers", str(workers), "--pack", str(pack), "--dry-run"])
+    assert f"4 runs on {workers} worker(s) each, 0 to run" in dry.stdout
+
+
+def test_bad_pack_and_workers_are_exit_2(tmp_path):
+    path = _write(tmp_path, "steps = 2\n[grid]\nseed = [0]\n")
+    p = run_cli(["sweep", str(path), "--workers", "0"])
+    assert p.returncode == 2 and "--workers 0" in p.stderr
+    p = run_cli(["sweep", str(path), "--set", "global_batch=100", "--workers", "3", "--dry-run"])
+    assert p.returncode == 2 and "global_batch = 100" in p.stderr and "99 or 102" in p.stderr
+
+
+def test_a_sweep_file_given_to_train_says_how_to_run_it(tmp_path):
+    path = _write(tmp_path, "steps = 2\n[grid]\nseed = [0]\n")
+    p = run_cli(["train", "--config", str(path)])
+    assert p.returncode == 2 and f"python -m bench sweep {path}" in p.stderr
+    assert not (tmp_path / "results").exists()
