@@ -26,7 +26,7 @@ HISTORY = "history.parquet"
 
 # The runs table's columns, in order (extra columns are kept after these).
 RUN_COLUMNS = [
-    "run_id", "sweep", "status", "error", "optimizer", "hparams", "dataset", "model", "global_batch",
+    "run_id", "attempt", "sweep", "status", "error", "optimizer", "hparams", "dataset", "model", "global_batch",
     "workers", "per_worker_batch", "accumulation", "epochs", "steps", "seed", "peak_lr",
     "final_train_loss", "top1", "top5", "wall_time_s", "images_per_s", "images_per_s_ci95",
     "target_top1", "steps_to_target", "time_to_target_s", "started_at", "host", "tf_version",
@@ -76,11 +76,14 @@ def append_run(directory: str | Path, run: dict, history: list[dict]) -> None:
     directory = Path(directory)
     if run.get("status") not in STATUSES:
         raise ValueError(f"status = {run.get('status')!r}; valid: {', '.join(STATUSES)}")
-    run_df = pd.DataFrame([run])
-    run_df = run_df[[c for c in RUN_COLUMNS if c in run_df] + [c for c in run_df if c not in RUN_COLUMNS]]
     with _locked(directory):
+        # attempt: 1 + the rows this run_id already has (a failed run retried by a sweep is attempt 2)
+        old = load_runs(directory)
+        attempt = int((old.run_id == run["run_id"]).sum()) + 1 if len(old) else 1
+        run_df = pd.DataFrame([{**run, "attempt": attempt}])
+        run_df = run_df[[c for c in RUN_COLUMNS if c in run_df] + [c for c in run_df if c not in RUN_COLUMNS]]
         if history:
-            _append(directory / HISTORY, pd.DataFrame(history))
+            _append(directory / HISTORY, pd.DataFrame(history).assign(attempt=attempt))
         _append(directory / RUNS, run_df)
 
 
@@ -90,13 +93,21 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=RUN_COLUMNS)
 
 
-def load_history(directory: str | Path, run_id: str | None = None) -> pd.DataFrame:
-    """Logged steps (and eval rows, where ``top1`` is set) of a sweep folder, optionally of one run."""
+def load_history(directory: str | Path, run_id: str | None = None, all_attempts: bool = False) -> pd.DataFrame:
+    """Logged steps (and eval rows, where ``top1`` is set) of a sweep folder, optionally of one run.
+
+    A run retried after a failure has several attempts; by default only each run's latest is returned.
+    """
     path = Path(directory) / HISTORY
     if not path.exists():
-        return pd.DataFrame(columns=["run_id", "step", "epoch", "loss", "lr"])
+        return pd.DataFrame(columns=["run_id", "attempt", "step", "epoch", "loss", "lr"])
     df = pd.read_parquet(path)
-    return df[df.run_id == run_id].reset_index(drop=True) if run_id else df
+    if run_id:
+        df = df[df.run_id == run_id]
+    if not all_attempts and "attempt" in df:
+        attempt = df.attempt.fillna(1)  # rows written before attempts were recorded are first attempts
+        df = df[attempt == attempt.groupby(df.run_id).transform("max")]
+    return df.reset_index(drop=True)
 
 
 def completed_ids(directory: str | Path) -> set[str]:
