@@ -7,7 +7,9 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 APT_PACKAGES := libopenmpi-dev openmpi-bin dataset-fashion-mnist
 NP ?= 2
 CONFIG ?= experiments/smoke.toml
-SWEEP ?= experiments/fmnist_optimizers.toml
+PROFILE ?= mini
+SWEEP ?= experiments/$(PROFILE).toml
+PAPER_DATASET ?= $(if $(findstring imagenet,$(PROFILE)),imagenet,cifar100)
 WORKERS ?= 2
 PACK ?= 1
 
@@ -16,7 +18,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install apt test test-fast lint smoke bench sweep clean help
+.PHONY: install apt test test-fast lint smoke bench sweep report reproduce-figures clean help
 
 help:
 	@echo "make install     apt packages, .venv, TensorFlow, Horovod (built from source), this project"
@@ -24,6 +26,8 @@ help:
 	@echo "make smoke       install + the smoke run on $(NP) Horovod workers (CONFIG=$(CONFIG))"
 	@echo "make bench       install + step time of every optimizer on the smoke workload, as ratios"
 	@echo "make sweep       install + every pending run of SWEEP=$(SWEEP) on WORKERS=$(WORKERS) x PACK=$(PACK)"
+	@echo "make reproduce-figures  install + sweep PROFILE=$(PROFILE) + figures and claims in figures/$(PROFILE)/"
+	@echo "make report      figures and claims.md from results/$(PROFILE) (no training)"
 	@echo "make lint        ruff"
 
 install: apt $(VENV)/.stamp-project
@@ -78,6 +82,15 @@ bench: install
 # A sweep file's pending runs, each on WORKERS Horovod workers, PACK runs at once (mpirun -np WORKERS*PACK).
 sweep: install
 	$(PY) -m bench sweep $(SWEEP) --workers $(WORKERS) --pack $(PACK)
+
+# The whole chain: the profile's sweep (resumable: finished runs are skipped), then its figures.
+# PROFILE=mini (default, ~30 min on 2 cores) | cifar100_resnet32 (GPUs; CIFAR_DIR) | imagenet_resnet50 (cluster).
+reproduce-figures: install
+	$(PY) -m bench sweep experiments/$(PROFILE).toml --workers $(WORKERS) --pack $(PACK)
+	$(MAKE) --no-print-directory report
+
+report: install
+	$(PY) -m bench report results/$(PROFILE) --out figures --paper-dataset $(PAPER_DATASET)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

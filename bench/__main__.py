@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field for every run")
+    r = sub.add_parser("report", help="figures (PNG + PDF) and claims.md from results folders")
+    r.add_argument("results", nargs="+", help="results folders, e.g. results/mini")
+    r.add_argument("--out", default="figures", help="output folder; one subfolder per results folder")
+    r.add_argument("--reference", default="experiments/paper_reference.csv", help="the paper's numbers")
+    r.add_argument("--paper-dataset", default="cifar100", choices=["cifar100", "imagenet"],
+                   help="which of the paper's studies the results stand for")
     return p
 
 
@@ -47,6 +53,18 @@ def main(argv: list[str] | None = None) -> int:
             from bench import sweep
 
             return sweep.main(args)
+        if args.command == "report":
+            from plots import report
+
+            for folder in args.results:
+                try:
+                    paths = report.write(folder, f"{args.out}/{os.path.basename(os.path.normpath(folder))}",
+                                         args.reference, args.paper_dataset)
+                except FileNotFoundError as e:
+                    raise config.ConfigError(str(e)) from None
+                print(f"{folder}: wrote {len(paths)} files to {paths[0].parent}", flush=True)
+                print(paths[-1].read_text(), flush=True)
+            return 0
         cfg = config.load(args.config, args.overrides)
         if args.command == "train":
             from bench import train

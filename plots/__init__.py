@@ -1,0 +1,1 @@
+"""Figures and the claims report, from results/ Parquet files and experiments/paper_reference.csv."""
