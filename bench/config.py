@@ -77,6 +77,7 @@ class RunConfig:
     ema_decay: float = 0.9999  # its decay, warmed up as min(decay, (1 + t) / (10 + t)) like TF1's
     log_every_steps: int = 1  # one history row every N steps
     target_top1: float = 0.0  # steps_to_target / time_to_target_s: first eval reaching it (0: none)
+    checkpoint_every_epochs: float = 0.0  # save the run's state this often, resume from it (0: never)
     seed: int = 0
 
     # ------------------------------------------------------------------ derived
@@ -88,7 +89,7 @@ class RunConfig:
     def run_id(self, workers: int) -> str:
         """Hash of everything that changes the result (not where it is written), workers included."""
         d = self.to_dict()
-        for k in ("sweep", "output_dir", "log_every_steps"):
+        for k in ("sweep", "output_dir", "log_every_steps", "checkpoint_every_epochs"):  # where, how often
             d.pop(k)
         d["workers"] = workers
         blob = json.dumps(d, sort_keys=True, default=str)
@@ -137,7 +138,8 @@ def _check(cfg: RunConfig) -> None:
     for k in positive:
         if not getattr(cfg, k) > 0:
             raise ConfigError(f"{k} = {getattr(cfg, k)!r} must be > 0")
-    nonneg = ("epochs", "steps", "weight_decay", "label_smoothing", "eval_every_epochs", "seed", "target_top1")
+    nonneg = ("epochs", "steps", "weight_decay", "label_smoothing", "eval_every_epochs", "seed", "target_top1",
+              "checkpoint_every_epochs")
     for k in nonneg:
         v = getattr(cfg, k)
         if not (v >= 0 and math.isfinite(v)):

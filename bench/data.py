@@ -41,6 +41,7 @@ SYNTHETIC_SEED = 20180101  # the synthetic data is the same for every run seed
 IMAGENET_SIZE, IMAGENET_RESIZE = 224, 256
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGENET_SHUFFLE = 10_000  # records (about 1.1 GB of JPEG bytes per worker)
+IMAGENET_TRAIN_SIZE = 1281167  # images in the ILSVRC-2012 train split
 # (sub-folder, train files, test files, archive, label bytes per record, which label byte, classes)
 CIFAR = {
     "cifar10": ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"],
@@ -242,7 +243,7 @@ def info(cfg: RunConfig) -> DatasetInfo:
         sizes = [sum(_cifar_records(p, label_bytes) for p in _cifar_files(cfg, s)) for s in ("train", "test")]
         return DatasetInfo(cfg.dataset, (32, 32, 3), classes, *sizes)
     if cfg.dataset == "imagenet":
-        return DatasetInfo(cfg.dataset, (IMAGENET_SIZE, IMAGENET_SIZE, 3), 1000, 1281167, 50000)
+        return DatasetInfo(cfg.dataset, (IMAGENET_SIZE, IMAGENET_SIZE, 3), 1000, IMAGENET_TRAIN_SIZE, 50000)
     s = cfg.synthetic_image_size
     return DatasetInfo(cfg.dataset, (s, s, cfg.synthetic_channels), cfg.synthetic_classes,
                        cfg.synthetic_train_size, cfg.synthetic_test_size)
@@ -327,15 +328,22 @@ def _make_batch(images, labels, indices, uniforms, augment: bool):
 
 
 def train_dataset(cfg: RunConfig, *, workers: int, rank: int, micro_batch: int,
-                  accumulation: int) -> tf.data.Dataset:
+                  accumulation: int, start_step: int = 0) -> tf.data.Dataset:
     """Infinite (images float32 [micro_batch, H, W, C], labels int32 [micro_batch]); every `accumulation`
     consecutive elements are this rank's share of one optimizer step (imagenet, being a stream, only needs
-    `accumulation` for that grouping; any consecutive micro-batches serve)."""
+    `accumulation` for that grouping; any consecutive micro-batches serve).
+
+    `start_step` > 0 (a resumed run) starts after that many optimizer steps: exactly where the stream
+    would have been for in-memory datasets (only indices are skipped, no image is made); for imagenet at
+    the start of that epoch's file order with a fresh shuffle (re-reading the files would cost an epoch)."""
     _check_args(workers, rank, micro_batch, accumulation)
+    if start_step < 0:
+        raise ValueError(f"start_step = {start_step} must be >= 0")
     if cfg.dataset == "imagenet":
-        return _imagenet_train(cfg, workers, rank, micro_batch)
+        return _imagenet_train(cfg, workers, rank, micro_batch, start_step * workers * micro_batch * accumulation)
     images, labels = (tf.constant(a) for a in load_arrays(cfg, "train"))
     indices = _train_indices(int(labels.shape[0]), cfg.seed, workers, rank, micro_batch, accumulation)
+    indices = indices.skip(start_step * accumulation)
     return indices.map(lambda i, u: _make_batch(images, labels, i, u, cfg.augment),
                        num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
@@ -398,7 +406,8 @@ def _records(files: list[Path]):
                                     deterministic=True)
 
 
-def _imagenet_train(cfg: RunConfig, workers: int, rank: int, micro_batch: int) -> tf.data.Dataset:
+def _imagenet_train(cfg: RunConfig, workers: int, rank: int, micro_batch: int,
+                    images_done: int = 0) -> tf.data.Dataset:
     files = _imagenet_files(cfg, "train")
     if len(files) < workers:
         raise DataError(f"imagenet: {len(files)} train shards for {workers} workers; each worker needs one")
@@ -406,7 +415,8 @@ def _imagenet_train(cfg: RunConfig, workers: int, rank: int, micro_batch: int) -
     fold = tf.random.experimental.stateless_fold_in
     files_key, key = fold(_key(cfg.seed, _IMAGENET_FILES), rank), fold(_key(cfg.seed, _IMAGENET_CROPS), rank)
     # file order: a stateless permutation per epoch keyed by (seed, rank, epoch)
-    order = tf.data.Dataset.counter().map(
+    first_epoch = images_done // IMAGENET_TRAIN_SIZE  # a resumed run: that epoch's file order, fresh shuffle
+    order = tf.data.Dataset.counter(start=first_epoch).map(
         lambda e: tf.random.experimental.stateless_shuffle(mine, seed=fold(files_key, e))).unbatch()
 
     def preprocess(i, record):
@@ -416,7 +426,7 @@ def _imagenet_train(cfg: RunConfig, workers: int, rank: int, micro_batch: int) -
         return _normalise(image), label
 
     ds = order.apply(_records(files[rank::workers]))
-    ds = ds.shuffle(IMAGENET_SHUFFLE, seed=cfg.seed + rank).enumerate()
+    ds = ds.shuffle(IMAGENET_SHUFFLE, seed=cfg.seed + rank + 7919 * images_done).enumerate(start=images_done)
     ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)
     return ds.batch(micro_batch, drop_remainder=True).prefetch(AUTOTUNE)
 

@@ -71,13 +71,14 @@ def split_batch(global_batch: int, workers: int, per_worker_batch: int) -> tuple
     raise ConfigError(f"global_batch = {global_batch} does not split over {why}; nearest valid: {valid}")
 
 
-def broadcast_state(model, optimizer, root_rank: int = 0) -> None:
-    """Give every rank rank 0's weights, BN statistics and optimizer state (build the optimizer first)."""
+def broadcast_state(model, optimizer, root_rank: int = 0, extra=()) -> None:
+    """Give every rank rank 0's weights, BN statistics and optimizer state (build the optimizer first),
+    and ``extra`` tf.Variables (the evaluation EMA of the weights)."""
     import horovod.tensorflow as hvd
 
     # Horovod: broadcast the tf.Variables behind Keras 3 variables (broadcast_variables needs .assign
     # on tf.Variable; Keras 3 variables wrap one in .value).
-    variables = [v.value for v in model.variables] + [v.value for v in optimizer.variables]
+    variables = [v.value for v in model.variables] + [v.value for v in optimizer.variables] + list(extra)
     hvd.broadcast_variables(variables, root_rank=root_rank)
 
 

@@ -27,7 +27,7 @@ HISTORY = "history.parquet"
 # The runs table's columns, in order (extra columns are kept after these).
 RUN_COLUMNS = [
     "run_id", "attempt", "sweep", "status", "error", "optimizer", "hparams", "dataset", "model", "global_batch",
-    "workers", "per_worker_batch", "accumulation", "epochs", "steps", "seed", "peak_lr",
+    "workers", "per_worker_batch", "accumulation", "epochs", "steps", "resumed_from_step", "seed", "peak_lr",
     "final_train_loss", "top1", "top5", "wall_time_s", "images_per_s", "images_per_s_ci95",
     "target_top1", "steps_to_target", "time_to_target_s", "started_at", "host", "tf_version",
     "keras_version", "horovod_version", "mpi_version", "git_commit", "config",

@@ -21,7 +21,8 @@ groups of ``N / K`` ranks (mpi4py), each with its own Horovod (``hvd.init(comm=g
 the pending runs k, k + K, k + 2K, ... Every run is validated (config, data files, batch split) before any
 trains. Runs whose run_id already has a ``complete`` or ``diverged`` row are skipped, so rerunning a sweep,
 or a larger version of it, runs only what is missing, and a killed sweep resumes where it stopped (a run
-cut off in the middle starts again: rows appear only when a run ends). A run that fails is recorded as
+cut off in the middle resumes from its last checkpoint when ``checkpoint_every_epochs`` is set, else
+starts again: rows appear only when a run ends). A run that fails is recorded as
 ``failed`` and the sweep goes on; the next invocation retries it.
 """
 

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import math
+import shutil
 import socket
 import subprocess
 import time
@@ -23,7 +24,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import optimizers
-from bench import data, distributed, models, results, schedule
+from bench import checkpoint, data, distributed, models, results, schedule
 from bench.config import RunConfig
 from bench.distributed import World
 
@@ -190,7 +191,7 @@ def run(cfg: RunConfig, world: World | None = None) -> dict:
         "optimizer": cfg.optimizer, "hparams": json.dumps(resolved_hparams, sort_keys=True),
         "dataset": cfg.dataset, "model": cfg.model, "global_batch": cfg.global_batch,
         "workers": world.size, "per_worker_batch": micro, "accumulation": accumulation,
-        "epochs": steps / steps_per_epoch, "steps": 0, "seed": cfg.seed,
+        "epochs": steps / steps_per_epoch, "steps": 0, "resumed_from_step": 0, "seed": cfg.seed,
         "peak_lr": schedule.peak_lr(cfg.base_lr, cfg.global_batch, cfg.reference_batch),
         "final_train_loss": math.nan, "top1": math.nan, "top5": math.nan, "wall_time_s": math.nan,
         "images_per_s": math.nan, "images_per_s_ci95": math.nan, "target_top1": cfg.target_top1,
@@ -209,6 +210,8 @@ def run(cfg: RunConfig, world: World | None = None) -> dict:
         raise
     if world.is_chief:
         results.append_run(cfg.results_dir, row, history)
+        # a finished run needs its checkpoint no more (a failed one keeps it: its retry resumes from it)
+        shutil.rmtree(checkpoint.directory(cfg.results_dir, run_id), ignore_errors=True)
     return row
 
 
@@ -222,8 +225,6 @@ def _train(cfg, world, info, micro, accumulation, steps, eval_every, row, histor
     if world.size > 1:
         distributed.broadcast_state(model, optimizer)
 
-    train_iter = iter(data.train_dataset(cfg, workers=world.size, rank=world.rank, micro_batch=micro,
-                                         accumulation=accumulation))
     eval_ds = data.eval_dataset(cfg, workers=world.size, rank=world.rank, batch=cfg.eval_batch)
     ema_weights, ema_update = (make_weight_ema(model.trainable_variables, cfg.ema_decay) if cfg.eval_ema
                                else ([], None))
@@ -237,16 +238,32 @@ def _train(cfg, world, info, micro, accumulation, steps, eval_every, row, histor
     step_times: list[float] = []
     train_time = 0.0
     last_eval = None
-    bar = tqdm(total=steps, disable=not world.is_chief, unit="step", dynamic_ncols=True,
+    start = 0
+    ckpt, ckpt_every = None, 0
+    if cfg.checkpoint_every_epochs:
+        ckpt_every = max(1, round(cfg.checkpoint_every_epochs * info.train_size / cfg.global_batch))
+        ckpt = checkpoint.RunCheckpoint(checkpoint.directory(cfg.results_dir, row["run_id"]), world, model,
+                                        optimizer, ema_weights)
+        start, progress, saved_history = ckpt.restore()  # progress and history: on the chief only
+        row["resumed_from_step"] = start
+        if progress:
+            history[:] = saved_history
+            step_times, train_time = list(progress["step_times"]), float(progress["train_time"])
+            row.update(progress["row"])
+    train_iter = iter(data.train_dataset(cfg, workers=world.size, rank=world.rank, micro_batch=micro,
+                                         accumulation=accumulation, start_step=start))
+    bar = tqdm(total=steps, initial=start, disable=not world.is_chief, unit="step", dynamic_ncols=True,
                desc=f"{cfg.optimizer} B={cfg.global_batch}")
     say = bar.write if world.is_chief else (lambda _: None)  # tqdm.write prints even when disabled
-    for step in range(1, steps + 1):
+    if start:
+        say(f"resumed from the checkpoint of step {start}")
+    for step in range(start + 1, steps + 1):
         t0 = time.perf_counter()
         loss, lr, diag = train_step(train_iter)
         loss = _scalar(loss)  # also waits for the step: the clock reads finished work
         dt_s = time.perf_counter() - t0
         train_time += dt_s
-        if step > WARMUP_STEPS_EXCLUDED:
+        if step > start + WARMUP_STEPS_EXCLUDED:  # the first steps (of a resumed run too) compile
             step_times.append(dt_s)
         row.update(steps=step, final_train_loss=loss, wall_time_s=train_time)
 
@@ -272,6 +289,10 @@ def _train(cfg, world, info, micro, accumulation, steps, eval_every, row, histor
                 row.update(steps_to_target=step, time_to_target_s=train_time)
             say(f"step {step} (epoch {epoch_of(step):.2f}): loss {loss:.4f}  "
                       f"top1 {last_eval['top1']:.4f}  top5 {last_eval['top5']:.4f}")
+        if ckpt_every and step % ckpt_every == 0 and step < steps:
+            kept = ("steps", "final_train_loss", "wall_time_s", "top1", "top5", "steps_to_target", "time_to_target_s")
+            ckpt.save(step, {"step_times": step_times, "train_time": train_time,
+                             "row": {k: row[k] for k in kept}}, history)
     bar.close()
 
     if step_times:

@@ -363,3 +363,17 @@ def test_imagenet_random_resized_crop_and_flip(tmp_path):
                                             micro_batch=2, accumulation=1)))
     np.testing.assert_allclose(plain.numpy()[0], plain.numpy()[1])  # resize-256 centre-crop-224
     assert plain.numpy()[0, 112, 0, 0] < plain.numpy()[0, 112, -1, 0]
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_start_step_continues_the_stream_exactly(augment):
+    # 100 images, global batch 16: step 9 starts in the second epoch, so the skip crosses an epoch boundary
+    cfg = synthetic(augment=augment)
+    whole = list(data.train_dataset(cfg, workers=2, rank=1, micro_batch=4, accumulation=2).take(2 * 12))
+    resumed = list(data.train_dataset(cfg, workers=2, rank=1, micro_batch=4, accumulation=2,
+                                      start_step=9).take(2 * 3))
+    for a, b in zip(whole[2 * 9:], resumed, strict=True):
+        for i in (0, 1):
+            np.testing.assert_array_equal(a[i].numpy(), b[i].numpy())
+    with pytest.raises(ValueError, match="start_step = -1"):
+        data.train_dataset(cfg, workers=1, rank=0, micro_batch=4, accumulation=1, start_step=-1)
