@@ -23,6 +23,7 @@ def _check(npz):
     np.testing.assert_array_equal(resumed, straight)
 
 
+@pytest.mark.slow
 def test_failed_run_resumes_from_its_checkpoint_exactly(tmp_path):
     sys.path.insert(0, str(ROOT / "tests"))
     import resume_worker
