@@ -101,12 +101,7 @@ def write(results_dir: str | Path, out_dir: str | Path, reference_csv: str | Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, make in figures.FIGURES.items():
-        if name == "top1_vs_batch":
-            fig = make(runs, reference)
-        elif name == "steps_to_target":
-            fig = make(runs)
-        else:
-            fig = make(runs, history)
+        fig = make(runs, reference) if name == "top1_vs_batch" else make(runs, history)
         for ext in ("png", "pdf"):
             path = out_dir / f"{name}.{ext}"
             fig.savefig(path, dpi=150)

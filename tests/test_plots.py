@@ -71,14 +71,24 @@ def test_curve_figures_have_one_panel_per_batch_and_one_line_per_finished_run(na
         assert np.allclose(y, [2.0, 1.0, 2 / 3]) and np.allclose(x, [0.1, 0.2, 0.3])
 
 
-def test_steps_to_target_bars_and_the_no_target_case():
-    ax = figures.steps_to_target(RUNS).axes[0]
-    assert "no run set target_top1" in ax.texts[0].get_text()
-    runs = RUNS.assign(target_top1=0.5, steps_to_target=[10, 12, 20, 25, np.nan, 30, np.nan, np.nan])
-    ax = figures.steps_to_target(runs).axes[0]
-    heights = {(round(p.get_x(), 3), p.get_height()) for p in ax.patches}
-    assert any(h == 11 for _, h in heights)  # momentum at 256: mean of 10 and 12
-    assert ax.get_title() == "Steps to top-1 >= 0.5"
+def test_steps_to_target_reads_the_first_evaluation_reaching_the_target():
+    rows = []
+    for rid, curve in {"a0": [0.5, 0.7, 0.8], "a1": [0.6, 0.75, 0.8], "b": [0.72, 0.8, 0.81],
+                       "c": [0.3, 0.4, 0.5]}.items():
+        rows += [{"run_id": rid, "step": 10 * (k + 1), "top1": t} for k, t in enumerate(curve)]
+    hist = pd.DataFrame(rows)
+    runs = RUNS[RUNS.run_id.isin(["a0", "a1", "b", "c"])]
+    np.testing.assert_array_equal(figures.first_reach(runs, hist, 0.7).to_numpy(), [20, 20, 10, np.nan])
+    ax = figures.steps_to_target(runs, hist, target=0.7).axes[0]
+    heights = sorted(round(p.get_height()) for p in ax.patches)
+    # momentum (a0: 20, a1: 20) -> 20, nlcg-fr (b) -> 10, rmsprop (c) never: hatched up to its budget of 30
+    assert heights == [10, 20, 30] and ax.get_title() == "Steps to test top-1 >= 0.7 (given)"
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert [round(p.get_height()) for p in hatched] == [30]
+    # default target: 90 % of the best final top-1 (0.84 -> 0.75)
+    assert "0.75 (90 % of the best final top-1)" in figures.steps_to_target(runs, hist).axes[0].get_title()
+    empty = figures.steps_to_target(runs, hist.iloc[:0]).axes[0]
+    assert "no evaluations" in empty.texts[0].get_text()
 
 
 def test_claims_compute_gains_from_the_tables():
