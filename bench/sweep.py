@@ -82,7 +82,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
         except ConfigError as e:
             where = ", ".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
             raise ConfigError(f"{path} run ({where}): {e}") from None
-        key = cfg.to_dict().__repr__()
+        key = (cfg.results_dir, cfg.run_id(1))
         if key not in seen:  # a grid may name the same run twice (e.g. a list with a repeated value)
             seen.add(key)
             runs.append(cfg)
@@ -112,10 +112,11 @@ def status(sweep: Sweep, workers: int):
 
     from bench import results
 
+    stored = {folder: results.load_runs(folder) for folder in {cfg.results_dir for cfg in sweep.runs}}
     rows = []
     for cfg in sweep.runs:
         rid = cfg.run_id(workers)
-        found = results.load_runs(cfg.results_dir)
+        found = stored[cfg.results_dir]
         found = found[found.run_id == rid]
         state = "pending"
         if found.status.isin(["complete", "diverged"]).any():
