@@ -40,12 +40,38 @@ def _set_threads(local_size: int) -> None:
         pass  # TF's runtime already started (a test process): keep its pools
 
 
+def node_local_rank(environ, horovod_local_rank: int) -> int:
+    """This process's rank among all processes on its host, packed groups included.
+
+    Horovod's local rank counts only this process's group: two packed groups on one host would both have
+    a local rank 0. The launcher's own variables count every process on the host.
+    """
+    for var in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "HOROVOD_LOCAL_RANK"):
+        if environ.get(var, "").isdigit():
+            return int(environ[var])
+    return horovod_local_rank
+
+
+def _pin_gpu(local_rank: int) -> None:
+    # One GPU per process (the usual Horovod set-up); a no-op on CPU-only TensorFlow.
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[local_rank % len(gpus)]
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+            tf.config.set_visible_devices(gpu, "GPU")
+        except RuntimeError:
+            pass  # TF's runtime already started (a test process): keep its devices
+
+
 def init(comm=None) -> World:
-    """Start Horovod (on ``comm``, an mpi4py communicator, when packing runs) and pin CPU threads."""
+    """Start Horovod (on ``comm``, an mpi4py communicator, when packing runs), give this process one GPU
+    (if there are any) and its share of the CPU threads."""
     import horovod.tensorflow as hvd
 
     hvd.init(comm=comm) if comm is not None else hvd.init()
     world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
+    _pin_gpu(node_local_rank(os.environ, world.local_rank))
     _set_threads(world.local_size)
     return world
 
