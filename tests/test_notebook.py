@@ -1,0 +1,25 @@
+"""notebooks/analysis.ipynb runs top to bottom on a results folder and answers from its tables."""
+
+import nbclient
+import nbformat
+
+from bench import results
+from conftest import ROOT
+from test_plots import RUNS, _history
+
+
+def test_analysis_notebook_executes_on_a_results_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "toy"
+    history = _history(RUNS).assign(alpha=1.0, backtrack=0.0, beta=0.5, bfgs_skipped=0.0)
+    for _, r in RUNS.iterrows():
+        results.append_run(folder, {**r.to_dict(), "images_per_s": 100.0},
+                           history[history.run_id == r.run_id].to_dict("records"))
+    monkeypatch.setenv("RESULTS_DIR", str(folder))
+    nb = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "7 finished runs" in text and "8 rows" in text
+    assert "30.0" in text and "-2.0" in text  # NLCG-FR minus the best baseline at 4096 and 256 (points)
+    assert "19.0" in text  # the paper's gain at 16384
