@@ -65,8 +65,9 @@ def _atomic_write(df: pd.DataFrame, path: Path) -> None:
         raise
 
 
-def _append(path: Path, rows: pd.DataFrame) -> None:
-    old = pd.read_parquet(path) if path.exists() else None
+def _append(path: Path, rows: pd.DataFrame, old: pd.DataFrame | None = None) -> None:
+    if old is None:
+        old = pd.read_parquet(path) if path.exists() else None
     new = rows if old is None or old.empty else pd.concat([old, rows], ignore_index=True)
     _atomic_write(new, path)
 
@@ -84,7 +85,7 @@ def append_run(directory: str | Path, run: dict, history: list[dict]) -> None:
         run_df = run_df[[c for c in RUN_COLUMNS if c in run_df] + [c for c in run_df if c not in RUN_COLUMNS]]
         if history:
             _append(directory / HISTORY, pd.DataFrame(history).assign(attempt=attempt))
-        _append(directory / RUNS, run_df)
+        _append(directory / RUNS, run_df, old)  # the runs table read once, above
 
 
 def load_runs(directory: str | Path) -> pd.DataFrame:

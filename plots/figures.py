@@ -43,6 +43,12 @@ def train_size(runs: pd.DataFrame) -> int:
     return int(json.loads(runs.config.iloc[0])["synthetic_train_size"])
 
 
+def paper_batches_per_batch(runs: pd.DataFrame, reference: pd.DataFrame) -> float:
+    """The paper's batch that one of our batch units stands for: same steps per epoch, so the ratio of the
+    training-set sizes (50000 / 60000 for the paper's CIFAR against Fashion-MNIST)."""
+    return float(reference.train_size.iloc[0]) / train_size(runs)
+
+
 def _optimizers(frame: pd.DataFrame) -> list[str]:
     names = list(frame.optimizer.unique())
     return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
@@ -68,7 +74,7 @@ def top1_vs_batch(runs: pd.DataFrame, reference: pd.DataFrame | None = None) -> 
         ax.scatter(bad.global_batch, np.zeros(len(bad)), marker="x", s=60, color=color(opt), zorder=3)
     scale = 1.0
     if reference is not None and len(reference):
-        scale = train_size(runs) / float(reference.train_size.iloc[0])  # paper batch -> our batch
+        scale = 1.0 / paper_batches_per_batch(runs, reference)  # paper batch -> our batch
         ref_name = f"paper: {reference.dataset.iloc[0]} {reference.model.iloc[0]}, {reference.epochs.iloc[0]} ep"
         for opt in _optimizers(reference):
             sel = reference[reference.optimizer == opt].sort_values("global_batch")

@@ -56,7 +56,7 @@ def claims(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: st
     ours_gains = gains(ours)
     scale = None
     if reference is not None and len(reference):
-        scale = float(reference.train_size.iloc[0]) / figures.train_size(done)
+        scale = figures.paper_batches_per_batch(done, reference)
         ours_gains.insert(0, "paper_batch_same_steps", (ours_gains.index * scale).round().astype(int))
     out += [_markdown(ours_gains), ""]
     ref_gains = gains(reference) if reference is not None and len(reference) else None
