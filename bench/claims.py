@@ -1,0 +1,244 @@
+"""Run claims: any number of sweep processes on one results folder train each pending run once.
+
+Before training a run, a sweep process claims it: ``<results_dir>/claims/<run_id>.claim``, created with
+O_CREAT | O_EXCL (only one process can create it), holds JSON ``{run_id, host, pid, token, claimed_at,
+heartbeat}`` (unix times in seconds). While the run trains, a daemon thread rewrites ``heartbeat`` every
+``heartbeat_s``; ``release()`` removes the file when the run is stored.
+
+A claim is stale, and the next ``claim`` takes it over, when its heartbeat (the newer of the file's
+``heartbeat`` and its mtime, so one slow clock cannot expire a live claim) is older than the lease, or at
+once when its owner ran on this host and its pid is gone. A garbled or empty file (a writer killed between
+create and write) is stale once its mtime is older than the lease.
+
+Why the lease is 120 s (``DEFAULT_LEASE_S``; ``$BENCH_CLAIM_LEASE_S`` overrides it, read at each call): a
+run's chief heartbeats every 30 s (lease / 4), so a live claim misses three beats before anyone doubts it,
+and a killed job's claims on other hosts become free within 2 minutes; on the same host a dead pid frees
+its claim at once.
+
+Every change to an existing claim file (takeover, heartbeat, release) happens under an exclusive
+``flock`` on ``claims/.lock`` after re-reading the file and checking its token, and replaces the file
+atomically (temp file + ``os.replace``); so of several processes taking over one stale claim exactly one
+wins, and a heartbeat never overwrites a claim that was taken over (the old owner sees ``lost``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+DEFAULT_LEASE_S = 120.0
+LEASE_ENV = "BENCH_CLAIM_LEASE_S"
+CLAIMS_DIR = "claims"
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]{0,199}")
+
+
+def check_run_id(run_id) -> str:
+    """``run_id`` if it is usable as a file name (it names claim and results files), else ValueError."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run_id = {run_id!r} is not a valid file name; valid: 1-200 letters, digits "
+                         "and _ . + = - (not first)")
+    return run_id
+
+
+def lease_seconds(lease_s: float | None = None) -> float:
+    """``lease_s`` if given, else ``$BENCH_CLAIM_LEASE_S``, else DEFAULT_LEASE_S; ValueError unless > 0."""
+    source, value = "lease_s", lease_s
+    if value is None:
+        source, value = LEASE_ENV, os.environ.get(LEASE_ENV, "").strip() or DEFAULT_LEASE_S
+    try:
+        lease = float(value)
+    except (TypeError, ValueError):
+        lease = float("nan")
+    if isinstance(value, bool) or not 0 < lease < float("inf"):
+        raise ValueError(f"{source} = {value!r} is not valid; valid: a number of seconds > 0")
+    return lease
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def _read(path: Path) -> tuple[dict | None, float] | None:
+    """(parsed record or None if garbled, mtime) of a claim file; None if there is no file."""
+    try:
+        with open(path, "rb") as f:
+            mtime = os.fstat(f.fileno()).st_mtime
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None, mtime
+    valid = (isinstance(record, dict) and isinstance(record.get("token"), str)
+             and isinstance(record.get("host"), str) and type(record.get("pid")) is int)
+    return (record if valid else None), mtime
+
+
+def _token(found: tuple[dict | None, float]) -> str | None:
+    return found[0]["token"] if found[0] is not None else None
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
+
+
+def _is_stale(record: dict | None, mtime: float, lease: float) -> bool:
+    beat = record.get("heartbeat") if record else None
+    last = max(mtime, beat) if isinstance(beat, int | float) and not isinstance(beat, bool) else mtime
+    if time.time() - last > lease:
+        return True
+    return record is not None and record["host"] == socket.gethostname() and _pid_gone(record["pid"])
+
+
+def _replace(path: Path, record: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{record['token']}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _create(path: Path, record: dict) -> bool:
+    """Create the claim file exclusively; False if it exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return True
+
+
+class Claim:
+    """A held claim on one run: ``path``, ``run_id``, ``token``, ``lost`` (True once taken over).
+
+    A daemon thread refreshes the heartbeat every ``heartbeat_s`` seconds while the file carries our
+    token. ``release()`` (idempotent) stops it and removes the file if it is still ours. A context manager.
+    """
+
+    def __init__(self, path: Path, record: dict, heartbeat_s: float):
+        self.path, self.run_id, self.token = path, record["run_id"], record["token"]
+        self.lost = False
+        self._record = record
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(heartbeat_s,), daemon=True,
+                                        name=f"claim-heartbeat-{self.run_id}")
+        self._thread.start()
+
+    def _ours(self) -> bool:
+        found = _read(self.path)
+        return found is not None and found[0] is not None and found[0]["token"] == self.token
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                with _locked(self.path.parent):
+                    if self._stop.is_set():
+                        return
+                    if not self._ours():
+                        self.lost = True
+                        return
+                    self._record = {**self._record, "heartbeat": time.time()}
+                    _replace(self.path, self._record)
+            except OSError:
+                pass  # a passing disk problem: try again next beat (the lease covers three missed beats)
+
+    def release(self) -> None:
+        """Stop heartbeating and remove the claim file if it still carries our token."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        with contextlib.suppress(FileNotFoundError), _locked(self.path.parent):
+            if self._ours():
+                os.unlink(self.path)
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"Claim({str(self.path)!r}, token={self.token!r}, lost={self.lost})"
+
+
+def claim(results_dir: str | Path, run_id: str, lease_s: float | None = None,
+          heartbeat_s: float | None = None) -> Claim | None:
+    """Claim ``run_id`` in ``results_dir``: a Claim if this process now holds it, None if another does.
+
+    ``lease_s``: seconds without a heartbeat after which a claim is stale (None: $BENCH_CLAIM_LEASE_S or
+    DEFAULT_LEASE_S). ``heartbeat_s``: seconds between heartbeats (default lease / 4; must be < lease).
+    A stale claim is taken over (see the module docstring). The caller must still check that the run is
+    not already stored (``results.is_completed``): a claim says who trains, not what is finished.
+    """
+    check_run_id(run_id)
+    lease = lease_seconds(lease_s)
+    beat = lease / 4 if heartbeat_s is None else heartbeat_s
+    if isinstance(beat, bool) or not isinstance(beat, int | float) or not 0 < beat < lease:
+        raise ValueError(f"heartbeat_s = {heartbeat_s!r} is not valid; valid: a number in (0, lease = {lease})")
+    folder = Path(results_dir) / CLAIMS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_id}.claim"
+    now = time.time()
+    record = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
+              "claimed_at": now, "heartbeat": now}
+    if _create(path, record):
+        return Claim(path, record, beat)
+    seen = _read(path)
+    if seen is not None and not _is_stale(*seen, lease):
+        return None  # the common case, decided without the lock
+    with _locked(folder):
+        current = _read(path)
+        if current is None:  # released meanwhile (releases happen under this lock)
+            if not _create(path, record):
+                return None
+        elif not _is_stale(*current, lease) or (seen is not None and _token(current) != _token(seen)):
+            return None  # fresh, or no longer the stale claim we saw: someone else took it over
+        else:
+            record["claimed_at"] = record["heartbeat"] = time.time()
+            _replace(path, record)
+    return Claim(path, record, beat)
+
+
+def active_claims(results_dir: str | Path) -> list[dict]:
+    """The parsed claim files of ``results_dir`` (garbled ones left out), each with its ``run_id``."""
+    folder = Path(results_dir) / CLAIMS_DIR
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".claim") and not n.startswith("."))
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        found = _read(folder / name)
+        if found is not None and found[0] is not None:
+            out.append({**found[0], "run_id": name[: -len(".claim")]})
+    return out
