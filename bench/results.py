@@ -1,9 +1,21 @@
-"""The Parquet store: one ``runs.parquet`` row per run, one ``history.parquet`` row per logged step.
+"""The Parquet store: one immutable file per run attempt, read back as two tables (runs, history).
 
-Layout: ``<output_dir>/<sweep>/{runs,history}.parquet``. A run's rows are appended only when it ends,
-with its history first, so a ``runs`` row always has its history. Appends are atomic and serialised:
-an exclusive lock on ``.lock`` (several packed groups may finish at once), then read + concat, write
-to a temporary file, fsync, rename over the old file. A killed writer leaves the old file intact.
+Layout of a sweep folder ``<dir>`` (``<output_dir>/<sweep>``):
+
+    <dir>/runs/<run_id>-a<attempt>.parquet       one row: the run's result and provenance
+    <dir>/history/<run_id>-a<attempt>.parquet    that attempt's logged steps and evaluations
+    <dir>/runs.parquet, <dir>/history.parquet    legacy single files of older folders: read, never written
+
+``append_run`` writes each file once: to a temporary file in the same folder (its name starts with ".",
+readers skip it), flush + fsync, then ``os.link`` to the final name, which fails if the name exists (the
+write then takes the next attempt number), then fsync of the folder. History first, then the runs row, so
+a runs row always has its history. Nothing is ever rewritten, so no lock is needed and a killed writer
+leaves only a temporary file behind. A write that fails raises ``WriteError`` and publishes nothing.
+
+``load_runs`` / ``load_history`` read every published file (legacy ones included) as one pyarrow dataset
+whose schema is the union of the files' schemas (a column a file lacks is null/NaN there). A file that
+cannot be read (truncated, not Parquet, no string ``run_id`` column, a type clashing with the others) is
+named in a warning and skipped; the rest is returned.
 
 In a notebook::
 
@@ -14,97 +26,253 @@ In a notebook::
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
-RUNS = "runs.parquet"
+from bench.claims import check_run_id
+
+RUNS = "runs.parquet"  # legacy single files (older folders): read, never written
 HISTORY = "history.parquet"
+RUNS_DIR = "runs"  # one file per run attempt
+HISTORY_DIR = "history"
 
 # The runs table's columns, in order (extra columns are kept after these).
 RUN_COLUMNS = [
-    "run_id", "attempt", "sweep", "status", "error", "optimizer", "hparams", "dataset", "model", "global_batch",
-    "workers", "per_worker_batch", "accumulation", "epochs", "steps", "resumed_from_step", "seed", "peak_lr",
-    "final_train_loss", "top1", "top5", "wall_time_s", "images_per_s", "images_per_s_ci95",
+    "run_id", "config_id", "attempt", "sweep", "status", "error", "optimizer", "hparams", "dataset", "model",
+    "image_size", "bn_eval", "global_batch", "workers", "per_worker_batch", "accumulation", "epochs", "steps",
+    "resumed_from_step", "seed", "peak_lr", "base_lr", "final_train_loss", "top1", "top5", "val_top1",
+    "wall_time_s", "train_time_s", "compile_time_s", "eval_time_s", "images_per_s", "images_per_s_ci95",
     "target_top1", "steps_to_target", "time_to_target_s", "started_at", "host", "tf_version",
     "keras_version", "horovod_version", "mpi_version", "git_commit", "config",
 ]
+HISTORY_COLUMNS = ["run_id", "attempt", "step", "epoch", "loss", "lr"]  # an empty history's columns
 STATUSES = ("complete", "diverged", "failed")
+DONE = ("complete", "diverged")  # a sweep does not train these again
+
+_NAME = re.compile(r"(.+)-a(\d+)\.parquet")
 
 
-@contextlib.contextmanager
-def _locked(directory: Path):
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+class WriteError(OSError):
+    """A results file could not be written (disk full, file too large, permission); nothing was published."""
 
 
-def _atomic_write(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+# ---- writing ----------------------------------------------------------------------------------------
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(folder: Path, name: str, data: bytes) -> Path | None:
+    """Write ``data`` once to ``folder/name``; None (and nothing written) if that name already exists.
+
+    Temp file in the same folder, fsync, ``os.link`` (atomic, never overwrites), fsync of the folder. On an
+    error the temp file and anything published by this call are removed before the OSError propagates.
+    """
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    final, linked = folder / name, False
     try:
         with os.fdopen(fd, "wb") as f:
-            df.to_parquet(f, index=False)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            os.link(tmp, final)
+        except FileExistsError:
+            return None
+        linked = True
+        _fsync_dir(folder)
+        return final
     except BaseException:
+        if linked:
+            os.unlink(final)
+        raise
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
 
 
-def _append(path: Path, rows: pd.DataFrame, old: pd.DataFrame | None = None) -> None:
-    if old is None:
-        old = pd.read_parquet(path) if path.exists() else None
-    new = rows if old is None or old.empty else pd.concat([old, rows], ignore_index=True)
-    _atomic_write(new, path)
+def _attempt_names(folder: Path, run_id: str) -> list[str]:
+    with contextlib.suppress(FileNotFoundError):
+        return [n for n in os.listdir(folder) if (m := _NAME.fullmatch(n)) and m.group(1) == run_id]
+    return []
+
+
+def _legacy(directory: Path, name: str) -> list[Path]:
+    return [directory / name] if (directory / name).is_file() else []
+
+
+def _legacy_rows(directory: Path, run_id: str) -> int:
+    table = _read(_legacy(directory, RUNS), ["run_id"], run_id)
+    return 0 if table is None else table.num_rows
 
 
 def append_run(directory: str | Path, run: dict, history: list[dict]) -> None:
-    """Append one run's history rows, then its runs row, under one lock."""
+    """Store one finished run attempt: its history rows, then its runs row (one new file each).
+
+    ``run["status"]`` must be one of STATUSES. The row gets ``attempt`` = 1 + the rows its run_id already
+    has (a failed run retried by a sweep is attempt 2); history rows get the same ``attempt`` and the
+    run's ``run_id``. Reads no other run's file (it lists names to count attempts; a legacy runs.parquet
+    is read for its run_id column). Raises WriteError (an OSError) naming the folder and the cause when the
+    disk refuses the write; then nothing is published and existing files are untouched.
+    """
     directory = Path(directory)
     if run.get("status") not in STATUSES:
         raise ValueError(f"status = {run.get('status')!r}; valid: {', '.join(STATUSES)}")
-    with _locked(directory):
-        # attempt: 1 + the rows this run_id already has (a failed run retried by a sweep is attempt 2)
-        old = load_runs(directory)
-        attempt = int((old.run_id == run["run_id"]).sum()) + 1 if len(old) else 1
-        run_df = pd.DataFrame([{**run, "attempt": attempt}])
-        run_df = run_df[[c for c in RUN_COLUMNS if c in run_df] + [c for c in run_df if c not in RUN_COLUMNS]]
-        if history:
-            _append(directory / HISTORY, pd.DataFrame(history).assign(attempt=attempt))
-        _append(directory / RUNS, run_df, old)  # the runs table read once, above
+    run_id = check_run_id(run.get("run_id"))
+    runs_dir, history_dir = directory / RUNS_DIR, directory / HISTORY_DIR
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        history_dir.mkdir(parents=True, exist_ok=True)
+        attempt = 1 + _legacy_rows(directory, run_id) + len(_attempt_names(runs_dir, run_id))
+        while True:
+            name = f"{run_id}-a{attempt}.parquet"
+            run_df = pd.DataFrame([{**run, "attempt": attempt}])
+            run_df = run_df[[c for c in RUN_COLUMNS if c in run_df] + [c for c in run_df if c not in RUN_COLUMNS]]
+            hist_path = None
+            if history:
+                hist_df = pd.DataFrame(history).assign(run_id=run_id, attempt=attempt)
+                hist_path = _publish(history_dir, name, _parquet_bytes(hist_df))
+                if hist_path is None:  # left by a writer killed between its two files, or a racing one
+                    attempt += 1
+                    continue
+            try:
+                published = _publish(runs_dir, name, _parquet_bytes(run_df))
+            except BaseException:
+                if hist_path:
+                    os.unlink(hist_path)
+                raise
+            if published:
+                return
+            if hist_path:
+                os.unlink(hist_path)
+            attempt += 1
+    except WriteError:
+        raise
+    except OSError as e:
+        code = errno.errorcode.get(e.errno, "") if e.errno else ""
+        err = WriteError(f"cannot write results to {directory}: {e.strerror or e}" + (f" ({code})" if code else ""))
+        err.errno = e.errno
+        raise err from e
+
+
+# ---- reading ----------------------------------------------------------------------------------------
+
+
+def _skip(path, reason) -> None:
+    reason = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    warnings.warn(f"skipping unreadable results file {path}: {reason}", stacklevel=3)
+
+
+def _files(folder: Path, run_id: str | None = None) -> list[Path]:
+    """Published attempt files of ``folder`` (temp files skipped), oldest first (mtime, then name)."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+    keep = []
+    for e in entries:
+        m = _NAME.fullmatch(e.name)
+        if m and not e.name.startswith(".") and (run_id is None or m.group(1) == run_id):
+            with contextlib.suppress(FileNotFoundError):
+                keep.append((e.stat().st_mtime_ns, e.name, Path(e.path)))
+    return [p for *_, p in sorted(keep)]
+
+
+def _schema(path: Path) -> pa.Schema:
+    schema = pq.read_schema(path).remove_metadata()
+    if "run_id" not in schema.names or not pa.types.is_string(schema.field("run_id").type) and not \
+            pa.types.is_large_string(schema.field("run_id").type):
+        raise ValueError(f"wrong schema: no string column run_id (columns: {', '.join(schema.names)})")
+    return schema
+
+
+def _read(paths: list[Path], columns: list[str] | None = None, run_id: str | None = None) -> pa.Table | None:
+    """The rows of ``paths`` (in that order) as one table over the union of their schemas; None if none.
+
+    Files that cannot be read are named in a warning and skipped. ``columns`` keeps only those that exist;
+    ``run_id`` keeps only that run's rows.
+    """
+    schema, good = None, []
+    for path in paths:
+        try:
+            s = _schema(path)
+            schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
+        except (OSError, ValueError, TypeError, pa.ArrowException) as e:
+            _skip(path, e)
+            continue
+        good.append(path)
+    if not good:
+        return None
+    columns = None if columns is None else [c for c in columns if c in schema.names]
+    where = None if run_id is None else ds.field("run_id") == run_id
+    dataset = ds.dataset([str(p) for p in good], schema=schema, format="parquet")
+    try:
+        return dataset.to_table(columns=columns, filter=where)
+    except (OSError, ValueError, TypeError, pa.ArrowException):
+        pass  # a footer that reads over data that does not: read file by file to name the bad one
+    tables = []
+    for fragment in dataset.get_fragments():
+        try:
+            tables.append(fragment.to_table(schema=schema, columns=columns, filter=where))
+        except (OSError, ValueError, TypeError, pa.ArrowException) as e:
+            _skip(fragment.path, e)
+    return pa.concat_tables(tables) if tables else None
+
+
+def _runs(directory: Path, columns: list[str] | None = None, run_id: str | None = None) -> pd.DataFrame:
+    paths = _legacy(directory, RUNS) + _files(directory / RUNS_DIR, run_id)
+    table = _read(paths, columns, run_id)
+    if table is None:
+        return pd.DataFrame(columns=RUN_COLUMNS if columns is None else columns)
+    df = table.to_pandas()
+    keys = [k for k in ("started_at", "attempt") if k in df]
+    if keys:  # legacy rows first, then files by publication; a run's latest attempt ends up last
+        df = df.sort_values(keys, kind="stable", na_position="last")
+    df = df[[c for c in RUN_COLUMNS if c in df] + [c for c in df if c not in RUN_COLUMNS]]
+    return df.reset_index(drop=True)
 
 
 def load_runs(directory: str | Path) -> pd.DataFrame:
-    """All runs of a sweep folder (empty frame with the schema's columns if none yet)."""
-    path = Path(directory) / RUNS
-    return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=RUN_COLUMNS)
+    """Every run attempt of a sweep folder, one row each, ordered by ``started_at`` then ``attempt``.
+
+    The columns are RUN_COLUMNS that some row has, then any others. Empty frame with RUN_COLUMNS if the
+    folder holds no run (or does not exist). Unreadable files are named in a warning and skipped.
+    """
+    return _runs(Path(directory))
 
 
 def load_history(directory: str | Path, run_id: str | None = None, all_attempts: bool = False) -> pd.DataFrame:
     """Logged steps (and eval rows, where ``top1`` is set) of a sweep folder, optionally of one run.
 
-    A run retried after a failure has several attempts; by default only each run's latest is returned.
+    A run retried after a failure has several attempts; by default only each run's latest is returned
+    (``all_attempts=True``: every row). Rows are in file order: legacy file first, then by publication.
     """
-    path = Path(directory) / HISTORY
-    if not path.exists():
-        return pd.DataFrame(columns=["run_id", "attempt", "step", "epoch", "loss", "lr"])
-    df = pd.read_parquet(path)
-    if run_id:
-        df = df[df.run_id == run_id]
+    directory = Path(directory)
+    paths = _legacy(directory, HISTORY) + _files(directory / HISTORY_DIR, run_id)
+    table = _read(paths, run_id=run_id)
+    if table is None:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    df = table.to_pandas()
     if not all_attempts and "attempt" in df:
         attempt = df.attempt.fillna(1)  # rows written before attempts were recorded are first attempts
         df = df[attempt == attempt.groupby(df.run_id).transform("max")]
@@ -113,5 +281,14 @@ def load_history(directory: str | Path, run_id: str | None = None, all_attempts:
 
 def completed_ids(directory: str | Path) -> set[str]:
     """run_ids that already have a ``complete`` or ``diverged`` row (a sweep skips these)."""
-    runs = load_runs(directory)
-    return set(runs.loc[runs.status.isin(["complete", "diverged"]), "run_id"])
+    runs = _runs(Path(directory), ["run_id", "status"])
+    return set(runs.loc[runs.status.isin(DONE), "run_id"])
+
+
+def is_completed(directory: str | Path, run_id: str) -> bool:
+    """Whether ``run_id`` has a ``complete`` or ``diverged`` row; reads only that run's files (and legacy).
+
+    The check a sweep makes right after claiming a run: another process may have finished it meanwhile.
+    """
+    runs = _runs(Path(directory), ["run_id", "status"], check_run_id(run_id))
+    return bool(runs.status.isin(DONE).any())

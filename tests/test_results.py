@@ -1,13 +1,26 @@
+import errno
 import os
+import subprocess
+import sys
+import textwrap
+import warnings
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from bench import results
+from conftest import ROOT
 
 
 def row(run_id, status="complete", **kw):
     return {"run_id": run_id, "sweep": "s", "status": status, "top1": 0.5, **kw}
+
+
+def published(folder):
+    """Every file under folder (temp files included), relative path -> bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_append_and_load(tmp_path):
@@ -17,31 +30,53 @@ def test_append_and_load(tmp_path):
     assert list(runs.run_id) == ["a", "b"] and list(runs.columns[:4]) == ["run_id", "attempt", "sweep", "status"]
     assert len(results.load_history(tmp_path, "b")) == 1
     assert results.completed_ids(tmp_path) == {"a", "b"}
+    assert results.is_completed(tmp_path, "a") and not results.is_completed(tmp_path, "zzz")
 
 
 def test_failed_runs_are_not_completed_and_bad_status_rejected(tmp_path):
     results.append_run(tmp_path, row("a", "failed", error="boom"), [])
-    assert results.completed_ids(tmp_path) == set()
+    assert results.completed_ids(tmp_path) == set() and not results.is_completed(tmp_path, "a")
     with pytest.raises(ValueError, match="complete"):
         results.append_run(tmp_path, row("x", "done"), [])
+    with pytest.raises(ValueError, match=r"run_id = '\.\./x' is not a valid file name"):
+        results.append_run(tmp_path, row("../x"), [])
 
 
-def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
+def test_each_attempt_is_one_file_written_once(tmp_path):
+    results.append_run(tmp_path, row("a", "failed", error="x"), [{"run_id": "a", "step": 1, "loss": 3.0}])
+    before = published(tmp_path)
+    results.append_run(tmp_path, row("a"), [{"step": s, "loss": 1.0} for s in (1, 2)])  # run_id filled in
+    after = published(tmp_path)
+    assert sorted(after) == ["history/a-a1.parquet", "history/a-a2.parquet", "runs/a-a1.parquet",
+                             "runs/a-a2.parquet"]
+    assert {k: after[k] for k in before} == before  # the first attempt's files are untouched
+    one = pq.read_table(tmp_path / "runs" / "a-a2.parquet").to_pandas()
+    assert len(one) == 1 and one.attempt[0] == 2 and one.status[0] == "complete"
+    hist = pq.read_table(tmp_path / "history" / "a-a2.parquet").to_pandas()
+    assert list(hist.step) == [1, 2] and set(hist.run_id) == {"a"} and set(hist.attempt) == {2}
+
+
+def test_appending_reads_no_other_run(tmp_path):
     results.append_run(tmp_path, row("a"), [])
-    before = (tmp_path / "runs.parquet").read_bytes()
-
-    def boom(*a, **k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", boom)
-    with pytest.raises(OSError):
-        results.append_run(tmp_path, row("b"), [])
-    assert (tmp_path / "runs.parquet").read_bytes() == before
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    (tmp_path / "runs" / "a-a1.parquet").write_bytes(b"not parquet")  # would warn if it were read
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results.append_run(tmp_path, row("b"), [{"step": 1, "loss": 1.0}])
 
 
 def test_empty_store_has_schema(tmp_path):
     assert "top1" in results.load_runs(tmp_path).columns and results.load_history(tmp_path).empty
+    assert list(results.load_runs(tmp_path / "missing").columns) == results.RUN_COLUMNS
+    assert results.completed_ids(tmp_path / "missing") == set()
+
+
+def test_run_columns_keep_their_order_with_the_new_ones_in_place():
+    cols = results.RUN_COLUMNS
+    assert cols[:3] == ["run_id", "config_id", "attempt"] and len(set(cols)) == len(cols)
+    for before, new in [("run_id", "config_id"), ("wall_time_s", "train_time_s"), ("train_time_s", "compile_time_s"),
+                        ("compile_time_s", "eval_time_s"), ("top5", "val_top1"), ("peak_lr", "base_lr"),
+                        ("model", "image_size"), ("image_size", "bn_eval")]:
+        assert cols.index(new) == cols.index(before) + 1, new
 
 
 def test_a_retried_run_is_a_new_attempt_and_history_shows_the_latest(tmp_path):
@@ -58,7 +93,150 @@ def test_a_retried_run_is_a_new_attempt_and_history_shows_the_latest(tmp_path):
     assert sorted(results.load_history(tmp_path).run_id) == ["a", "a", "b"]
 
 
+def test_rows_are_ordered_by_start_time_then_attempt(tmp_path):
+    results.append_run(tmp_path, row("late", started_at="2026-01-02T00:00:00+00:00"), [])
+    results.append_run(tmp_path, row("early", "failed", started_at="2026-01-01T00:00:00+00:00"), [])
+    results.append_run(tmp_path, row("early", started_at="2026-01-01T00:00:00+00:00"), [])  # same second
+    runs = results.load_runs(tmp_path)
+    assert list(zip(runs.run_id, runs.attempt, strict=True)) == [("early", 1), ("early", 2), ("late", 1)]
+
+
 def test_history_written_before_attempts_existed_still_loads(tmp_path):
     pd.DataFrame([{"run_id": "old", "step": 1, "loss": 1.0}]).to_parquet(tmp_path / "history.parquet")
     results.append_run(tmp_path, row("new"), [{"run_id": "new", "step": 1, "loss": 2.0}])
     assert sorted(results.load_history(tmp_path).run_id) == ["new", "old"]
+
+
+def test_legacy_single_files_are_read_counted_and_never_rewritten(tmp_path):
+    # a folder written by the old layout: one runs.parquet (no new columns), one history.parquet
+    pd.DataFrame([{**row("a", "failed", error="x"), "attempt": 1, "started_at": "2025-01-01T00:00:00+00:00"},
+                  {**row("b"), "attempt": 1, "started_at": "2025-01-01T00:00:01+00:00"}]).to_parquet(
+        tmp_path / "runs.parquet", index=False)
+    pd.DataFrame([{"run_id": "a", "attempt": 1, "step": 1, "loss": 5.0}]).to_parquet(tmp_path / "history.parquet")
+    legacy = published(tmp_path)
+    results.append_run(tmp_path, row("a", val_top1=0.4, started_at="2026-01-01T00:00:00+00:00"),
+                       [{"step": 1, "loss": 1.0}])
+    assert {k: v for k, v in published(tmp_path).items() if k in legacy} == legacy
+    runs = results.load_runs(tmp_path)
+    assert list(zip(runs.run_id, runs.attempt, strict=True)) == [("a", 1), ("b", 1), ("a", 2)]
+    assert runs.val_top1.isna().tolist() == [True, True, False]  # a column only the new file has
+    assert results.completed_ids(tmp_path) == {"a", "b"} and results.is_completed(tmp_path, "b")
+    assert list(results.load_history(tmp_path, "a").loss) == [1.0]
+    assert list(results.load_history(tmp_path, "a", all_attempts=True).loss) == [5.0, 1.0]
+
+
+def test_schemas_that_grow_are_unified(tmp_path):
+    results.append_run(tmp_path, row("a", steps_to_target=120), [{"step": 1, "loss": 1.0}])
+    results.append_run(tmp_path, row("b", steps_to_target=np.nan, error=None, my_metric=3.0),
+                       [{"step": 1, "loss": 2.0, "beta": 0.5}])
+    runs = results.load_runs(tmp_path)
+    assert runs.steps_to_target.tolist()[0] == 120 and np.isnan(runs.steps_to_target.tolist()[1])
+    assert list(runs.columns[-1:]) == ["my_metric"] and runs.my_metric.isna().tolist() == [True, False]
+    hist = results.load_history(tmp_path)
+    assert hist.beta.isna().tolist() == [True, False]
+
+
+def test_an_unreadable_file_is_named_in_one_warning_and_skipped(tmp_path):
+    for rid in "abcde":
+        results.append_run(tmp_path, row(rid), [{"step": 1, "loss": 1.0}])
+    runs_dir = tmp_path / "runs"
+    good = (runs_dir / "a-a1.parquet").read_bytes()
+    (runs_dir / "a-a1.parquet").write_bytes(good[: len(good) // 2])  # truncated
+    (runs_dir / "b-a1.parquet").write_bytes(b"PAR1 this is not parquet")  # not Parquet
+    pd.DataFrame([{"x": 1}]).to_parquet(runs_dir / "c-a1.parquet")  # no run_id column
+    pd.DataFrame([{"run_id": 7, "status": "complete"}]).to_parquet(runs_dir / "d-a1.parquet")  # wrong type
+    (runs_dir / ".e-a2.parquet.x1y2.tmp").write_bytes(b"half a write")  # temp files are not results
+    (runs_dir / ".e-a3.parquet").write_bytes(b"junk")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = results.load_runs(tmp_path)
+    assert list(runs.run_id) == ["e"]
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 4 and all("\n" not in m for m in messages)
+    for rid, m in zip("abcd", messages, strict=True):
+        assert m.startswith(f"skipping unreadable results file {runs_dir / f'{rid}-a1.parquet'}: ")
+    with pytest.warns(UserWarning, match="skipping unreadable results file"):
+        assert results.completed_ids(tmp_path) == {"e"}
+    (tmp_path / "history" / "e-a1.parquet").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"history/e-a1\.parquet"):
+        assert sorted(results.load_history(tmp_path).run_id) == ["a", "b", "c", "d"]
+
+
+def test_a_killed_writer_leaves_no_row_and_the_next_attempt_skips_its_name(tmp_path):
+    # killed between its history file and its runs file: a history file without a runs row
+    results.append_run(tmp_path, row("a", "failed", error="x"), [{"step": 1, "loss": 9.0}])
+    os.unlink(tmp_path / "runs" / "a-a1.parquet")
+    results.append_run(tmp_path, row("a"), [{"step": 1, "loss": 1.0}])  # a1 is taken: becomes a2
+    runs = results.load_runs(tmp_path)
+    assert list(runs.attempt) == [2] and sorted(os.listdir(tmp_path / "runs")) == ["a-a2.parquet"]
+    assert list(results.load_history(tmp_path, "a").loss) == [1.0]
+
+
+def test_a_failed_second_file_unpublishes_the_first(tmp_path, monkeypatch):
+    results.append_run(tmp_path, row("a"), [{"step": 1, "loss": 1.0}])
+    before = published(tmp_path)
+    real_link = os.link
+
+    def link(src, dst):
+        if "/runs/" in str(dst):  # the history file got through, the runs file does not
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    with pytest.raises(results.WriteError) as e:
+        results.append_run(tmp_path, row("b"), [{"step": 1, "loss": 2.0}])
+    assert str(e.value) == f"cannot write results to {tmp_path}: No space left on device (ENOSPC)"
+    assert e.value.errno == errno.ENOSPC and isinstance(e.value, OSError)
+    assert published(tmp_path) == before  # no b file, no temp file, a's files as they were
+
+
+FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    from bench import results
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))  # smaller than any Parquet file
+    try:
+        results.append_run(sys.argv[1], {"run_id": "b", "status": "complete", "top1": 0.7},
+                           [{"step": s, "loss": 1.0} for s in range(100)])
+    except results.WriteError as e:
+        print(e)
+        sys.exit(3)
+""")
+
+
+def test_a_write_the_disk_refuses_raises_write_error_and_keeps_older_results(tmp_path):
+    results.append_run(tmp_path, row("a"), [{"step": 1, "loss": 1.0}])
+    before = published(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == f"cannot write results to {tmp_path}: File too large (EFBIG)\n"
+    assert published(tmp_path) == before  # nothing published, no temp file left, a's files untouched
+    assert list(results.load_runs(tmp_path).run_id) == ["a"] and len(results.load_history(tmp_path)) == 1
+
+
+RACE = textwrap.dedent("""
+    import os, sys, time
+    from bench import results
+    folder, gate, me, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    open(os.path.join(gate, me), "w").close()
+    while len(os.listdir(gate)) < n:  # start together, once every writer has imported pandas
+        time.sleep(0.01)
+    for i in range(3):
+        results.append_run(folder, {"run_id": "shared", "status": "failed", "error": me}, [{"step": i}])
+        results.append_run(folder, {"run_id": f"own-{me}-{i}", "status": "complete"}, [{"step": i}])
+""")
+
+
+def test_concurrent_writers_lose_no_row(tmp_path):
+    folder, gate = tmp_path / "sweep", tmp_path / "gate"
+    gate.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(folder), str(gate), str(i), "3"], cwd=ROOT)
+             for i in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    runs = results.load_runs(folder)
+    shared = runs[runs.run_id == "shared"]
+    assert sorted(shared.attempt) == list(range(1, 10))  # 9 appends, 9 distinct attempts
+    assert len(runs) == 18 and len(results.load_history(folder, all_attempts=True)) == 18
+    hist = results.load_history(folder, "shared", all_attempts=True)
+    assert sorted(hist.attempt) == list(range(1, 10))  # each history file matches its runs row
