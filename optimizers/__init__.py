@@ -10,12 +10,15 @@ same names are used in the TOML files and in the results tables.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
+from dataclasses import dataclass
 
 import keras
 
 from optimizers.base import LossAware
 from optimizers.lars import LARS
-from optimizers.nlcg import NLCG
+from optimizers.nlcg import LINE_SEARCHES, NLCG, PRECONDITIONERS
 
 
 class SGD(LossAware, keras.optimizers.SGD):
@@ -132,22 +135,158 @@ def valid_hparams(name: str) -> set[str]:
     return names | set(defaults)
 
 
-def get(name: str, learning_rate, **hparams) -> keras.optimizers.Optimizer:
+# Constructor arguments that users tend to put in [hparams] although the harness sets them: why not there.
+_SET_ELSEWHERE = {
+    "learning_rate": "the rate is set by base_lr and the schedule (base_lr x global_batch / reference_batch, "
+                     "warm-up, decays), not by hparams",
+    "name": "the optimizer is chosen by `optimizer = NAME`, not by hparams",
+    "gradient_accumulation_steps": "the harness accumulates gradients itself (per_worker_batch), not by hparams",
+    "loss_scale_factor": "the harness trains in float32 without loss scaling, not set by hparams",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one hyperparameter may be.
+
+    kind: "number" (a real number, ints accepted, bools not; finite; within low/high), "integer" (>= low),
+    "bool", "choice" (one of ``choices``) or "none" (only None; ``why`` says why). ``closed`` says whether
+    low and high themselves are valid; ``none`` makes None valid too.
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    closed: tuple[bool, bool] = (True, False)
+    none: bool = False
+    choices: tuple = ()
+    why: str = ""
+
+    def range(self) -> str:
+        """The valid values in short: ``[0, 1)``, ``> 0``, ``bfgs, none``, ``True or False``."""
+        if self.kind == "bool":
+            text = "True or False"
+        elif self.kind == "choice":
+            text = ", ".join(map(str, self.choices))
+        elif self.kind == "none":
+            return f"None ({self.why})"
+        elif self.high is None:
+            text = f"{'>=' if self.closed[0] else '>'} {self.low:g}"
+        else:
+            left, right = "[" if self.closed[0] else "(", "]" if self.closed[1] else ")"
+            text = f"{left}{self.low:g}, {self.high:g}{right}"
+        return f"{text} or None" if self.none else text
+
+    def expected(self) -> str:
+        """The valid values as a phrase: ``a number in [0, 1)``, ``an integer >= 1``, ``one of bfgs, none``."""
+        if self.kind == "number":
+            return f"a number {'in ' if self.high is not None else ''}{self.range()}"
+        if self.kind == "integer":
+            return f"an integer {self.range()}"
+        return {"bool": "", "choice": "one of ", "none": ""}[self.kind] + self.range()
+
+    def check(self, opt: str, key: str, value):
+        """``value`` as the optimizer takes it (ints become floats where numbers are expected).
+
+        Raises ValueError, one line: ``rmsprop: rho = 'x' has type str; valid: a number in [0, 1)``.
+        """
+        if value is None and (self.none or self.kind == "none"):
+            return None
+        head = f"{opt}: {key} = {value!r}"
+        if self.kind == "none":
+            raise ValueError(f"{head} is not supported; valid: {self.range()}")
+        if self.kind == "choice":
+            if isinstance(value, str) and value in self.choices:
+                return value
+            raise ValueError(f"{head} is not valid; valid: {self.range()}")
+        wanted = {"bool": bool, "integer": numbers.Integral, "number": numbers.Real}[self.kind]
+        if not isinstance(value, wanted) or (self.kind != "bool" and isinstance(value, bool)):
+            raise ValueError(f"{head} has type {type(value).__name__}; valid: {self.expected()}")
+        if self.kind == "bool":
+            return value
+        if not math.isfinite(value):
+            raise ValueError(f"{head} is not a finite number; valid: {self.expected()}")
+        above = value >= self.low if self.closed[0] else value > self.low
+        below = self.high is None or (value <= self.high if self.closed[1] else value < self.high)
+        if not (above and below):
+            raise ValueError(f"{head} is out of range; valid: {self.expected()}")
+        return int(value) if self.kind == "integer" else float(value)
+
+
+_UNIT = Rule("number", 0.0, 1.0)  # momentum, rho, betas, EMA momentum: [0, 1)
+_POSITIVE = Rule("number", 0.0, closed=(False, False))
+_NON_NEGATIVE = Rule("number", 0.0)
+_BOOL = Rule("bool")
+
+# keras.optimizers.Optimizer's own arguments, shared by every registry entry.
+_KERAS_RULES = {
+    "weight_decay": Rule("number", 0.0, none=True),  # Keras's decoupled decay; None = off
+    "clipnorm": Rule("number", 0.0, closed=(False, False), none=True),
+    "clipvalue": Rule("number", 0.0, closed=(False, False), none=True),
+    "global_clipnorm": Rule("number", 0.0, closed=(False, False), none=True),
+    "use_ema": _BOOL,
+    "ema_momentum": _UNIT,
+    "ema_overwrite_frequency": Rule("integer", 1, none=True),
+}
+_SGD_RULES = {**_KERAS_RULES, "momentum": _UNIT, "nesterov": _BOOL}
+_NLCG_RULES = {
+    **_KERAS_RULES,
+    "weight_decay": Rule("none", why="NLCG takes weight decay through the loss, NLCG.md s2"),
+    "preconditioner": Rule("choice", choices=PRECONDITIONERS),
+    "line_search": Rule("choice", choices=LINE_SEARCHES),
+    "line_search_period": Rule("integer", 1),
+    "line_search_threshold": _POSITIVE,
+}
+
+# name -> hyperparameter -> Rule: every name valid_hparams(name) lists has one (tests/test_registry.py).
+HPARAM_RULES: dict[str, dict[str, Rule]] = {
+    "sgd": _SGD_RULES,
+    "momentum": _SGD_RULES,
+    "rmsprop": {**_KERAS_RULES, "rho": _UNIT, "momentum": _UNIT, "epsilon": _POSITIVE, "centered": _BOOL},
+    "lamb": {**_KERAS_RULES, "beta_1": _UNIT, "beta_2": _UNIT, "epsilon": _POSITIVE},
+    "nlcg-fr": _NLCG_RULES,
+    "nlcg-pr": _NLCG_RULES,
+    # as optimizers/lars.py checks them: eta, weight_decay (its own, inside the trust ratio, never None) and
+    # epsilon are numbers >= 0 (eta 0 freezes the matrices; epsilon 0 is safe: a zero norm gives ratio 1)
+    "lars": {**_KERAS_RULES, "momentum": _UNIT, "eta": _NON_NEGATIVE, "weight_decay": _NON_NEGATIVE,
+             "epsilon": _NON_NEGATIVE},
+}
+
+
+def check_hparams(name: str, hparams: dict) -> dict:
+    """``hparams`` checked against ``name``'s rules, as the constructor takes them (ints -> floats).
+
+    Raises ValueError (one line) for an unknown optimizer, a constructor argument the harness sets itself
+    (``learning_rate``, ``name``, ...), an unknown hyperparameter, or a value of the wrong type or range.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(sorted(REGISTRY))}")
+    for key in hparams:
+        if key in _SET_ELSEWHERE:
+            raise ValueError(f"{name}: {key} is not a hyperparameter; {_SET_ELSEWHERE[key]}")
+    valid = valid_hparams(name)
+    unknown = sorted(set(hparams) - valid)
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameter(s) {', '.join(unknown)} for optimizer {name!r}; "
+            f"valid: {', '.join(sorted(valid))}"
+        )
+    rules = HPARAM_RULES[name]
+    return {key: rules[key].check(name, key, value) for key, value in hparams.items()}
+
+
+def get(name: str, learning_rate, /, **hparams) -> keras.optimizers.Optimizer:
     """Build optimizer ``name`` at the paper's defaults, overridden by ``hparams``.
 
     Args:
       name: one of ``REGISTRY`` (``sgd``, ``momentum``, ``rmsprop``, ``lamb``, ...).
       learning_rate: a float or a ``keras.optimizers.schedules.LearningRateSchedule``.
-      **hparams: optimizer hyperparameters; unknown names raise ValueError.
+      **hparams: optimizer hyperparameters, checked by ``check_hparams`` before anything is built: unknown
+        names, wrong types and out-of-range values raise ValueError (one line, naming what is valid).
+        ``name`` and ``learning_rate`` are positional-only, so a ``learning_rate`` in hparams (a config
+        mistake) reaches that check and gets its one-line error instead of a TypeError.
     """
-    if name not in REGISTRY:
-        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(sorted(REGISTRY))}")
-    unknown = sorted(set(hparams) - valid_hparams(name))
-    if unknown:
-        raise ValueError(
-            f"unknown hyperparameter(s) {', '.join(unknown)} for optimizer {name!r}; "
-            f"valid: {', '.join(sorted(valid_hparams(name)))}"
-        )
+    hparams = check_hparams(name, hparams)
     factory, defaults, _ = REGISTRY[name]
     return factory(learning_rate, **{**defaults, **hparams})
 

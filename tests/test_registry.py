@@ -44,3 +44,122 @@ def test_every_registry_entry_builds_with_its_defaults_and_steps(name):
 def test_unknown_hparam_names_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) rhoo .*valid: .*rho"):
         optimizers.get("rmsprop", 0.1, rhoo=0.9)
+
+
+# ---- hyperparameter rules: types and ranges checked before anything is built ----
+
+
+def _valid_samples(rule):
+    """Values the rule accepts: its closed bounds, a value inside, ints where numbers are expected."""
+    if rule.kind == "none":
+        return [None]
+    if rule.kind == "bool":
+        out = [True, False]
+    elif rule.kind == "choice":
+        out = list(rule.choices)
+    elif rule.kind == "integer":
+        out = [int(rule.low), int(rule.low) + 3]
+    else:
+        top = rule.low + 2.0 if rule.high is None else rule.high
+        out = [(rule.low + top) / 2, int(rule.low) + 1 if rule.high is None else int(rule.low) if rule.closed[0]
+               else 0.5]
+        out += [rule.low] if rule.closed[0] else []
+        out += [rule.high] if rule.high is not None and rule.closed[1] else []
+    return out + ([None] if rule.none else [])
+
+
+def _invalid_samples(rule):
+    """(value, message fragment) pairs the rule refuses."""
+    if rule.kind == "none":
+        return [(0.1, "is not supported; valid: None")]
+    if rule.kind == "bool":
+        return [(1, "has type int; valid: True or False"), ("yes", "has type str")]
+    if rule.kind == "choice":
+        return [("nope", "is not valid; valid: " + ", ".join(rule.choices)), (None, "is not valid")]
+    if rule.kind == "integer":
+        return [(2.0, "has type float; valid: an integer"), (True, "has type bool"),
+                (int(rule.low) - 1, "is out of range; valid: an integer >=")]
+    out = [("x", "has type str; valid: a number"), (True, "has type bool; valid: a number"),
+           (float("nan"), "is not a finite number"), (float("inf"), "is not a finite number"),
+           (rule.low - 0.5 if rule.closed[0] else rule.low, "is out of range; valid: a number")]
+    if rule.high is not None:
+        out.append((rule.high + 0.5 if rule.closed[1] else rule.high, "is out of range; valid: a number in"))
+    return out + ([] if rule.none else [(None, "has type NoneType")])
+
+
+@pytest.mark.parametrize("name", optimizers.names())
+def test_every_hyperparameter_has_a_rule(name):
+    assert set(optimizers.HPARAM_RULES[name]) == optimizers.valid_hparams(name)
+
+
+@pytest.mark.parametrize("name", optimizers.names())
+def test_the_defaults_satisfy_the_rules(name):
+    import inspect
+
+    factory, defaults, _ = optimizers.REGISTRY[name]
+    for cls in {factory, type(factory(1.0)).__init__}:  # the factory's own defaults and the class's
+        for key, p in inspect.signature(cls).parameters.items():
+            if key in optimizers.HPARAM_RULES[name] and p.default is not p.empty:
+                optimizers.check_hparams(name, {key: p.default})
+    optimizers.check_hparams(name, defaults)
+
+
+@pytest.mark.parametrize("name", optimizers.names())
+def test_every_value_the_rules_accept_the_constructor_accepts(name):
+    for key, rule in optimizers.HPARAM_RULES[name].items():
+        for value in _valid_samples(rule):
+            extra = {"use_ema": True} if key.startswith("ema_") else {}  # Keras checks these only with EMA on
+            opt = optimizers.get(name, 0.1, **{key: value}, **extra)
+            if key in ("momentum", "rho", "eta", "epsilon", "beta_1", "line_search_threshold") and value is not None:
+                assert getattr(opt, key) == pytest.approx(value), (name, key, value)
+
+
+@pytest.mark.parametrize("name", optimizers.names())
+def test_bad_types_and_ranges_are_one_line_errors_naming_the_valid_values(name):
+    for key, rule in optimizers.HPARAM_RULES[name].items():
+        for value, fragment in _invalid_samples(rule):
+            with pytest.raises(ValueError) as e:
+                optimizers.get(name, 0.1, **{key: value})
+            message = str(e.value)
+            assert message.startswith(f"{name}: {key} = {value!r} ") and fragment in message, message
+            assert "\n" not in message
+
+
+def test_messages_read_as_documented():
+    with pytest.raises(ValueError) as e:
+        optimizers.get("rmsprop", 0.1, rho="x")
+    assert str(e.value) == "rmsprop: rho = 'x' has type str; valid: a number in [0, 1)"
+    with pytest.raises(ValueError) as e:
+        optimizers.get("momentum", 0.1, momentum=1.5)
+    assert str(e.value) == "momentum: momentum = 1.5 is out of range; valid: a number in [0, 1)"
+    with pytest.raises(ValueError, match=r"^lamb: clipnorm = 0 is out of range; valid: a number > 0 or None$"):
+        optimizers.get("lamb", 0.1, clipnorm=0)
+
+
+def test_ints_are_taken_where_numbers_are_expected():
+    assert optimizers.get("sgd", 0.1, momentum=0).momentum == 0.0  # Keras's SGD alone refuses the int 0
+    assert optimizers.get("rmsprop", 0.1, epsilon=1).epsilon == 1.0
+    assert optimizers.check_hparams("nlcg-fr", {"line_search_period": 3, "line_search_threshold": 2}) == {
+        "line_search_period": 3, "line_search_threshold": 2.0}
+
+
+@pytest.mark.parametrize(("key", "reason"), [("learning_rate", "set by base_lr and the schedule"),
+                                             ("name", "optimizer = NAME"),
+                                             ("gradient_accumulation_steps", "accumulates gradients itself")])
+def test_constructor_arguments_the_harness_sets_are_refused_with_the_reason(key, reason):
+    with pytest.raises(ValueError) as e:
+        optimizers.get("rmsprop", 0.1, **{key: 0.1})
+    assert str(e.value).startswith(f"rmsprop: {key} is not a hyperparameter; ") and reason in str(e.value)
+
+
+@pytest.mark.parametrize(("sets", "fragment"), [
+    (["optimizer=rmsprop", "hparams.rho=x"], "rmsprop: rho = 'x' has type str"),
+    (["optimizer=rmsprop", "hparams.learning_rate=0.1"], "learning_rate is not a hyperparameter"),
+    (["optimizer=momentum", "hparams.momentum=1.5"], "momentum: momentum = 1.5 is out of range"),
+])
+def test_the_cli_refuses_bad_hyperparameters_in_one_line_with_exit_code_2(sets, fragment):
+    from conftest import run_cli
+
+    proc = run_cli(["train", *(a for s in sets for a in ("--set", s))], timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and fragment in proc.stderr, proc.stderr
