@@ -36,6 +36,8 @@ class RunConfig:
     dataset: str = "fashion_mnist"
     data_dir: str = ""  # "" -> $CIFAR_DIR / $IMAGENET_DIR, or Debian's folder for fashion_mnist
     augment: bool = True  # pad 4 + random crop + horizontal flip (random-resized-crop for imagenet)
+    image_size: int = 0  # in-memory datasets: area-downsample images to image_size^2 (0: native size)
+    validation_size: int = 0  # images held out of the training set (a fixed draw) and reported as val_top1
     synthetic_image_size: int = 32  # synthetic dataset only
     synthetic_channels: int = 3
     synthetic_classes: int = 10
@@ -73,6 +75,8 @@ class RunConfig:
     # evaluation and logging
     eval_every_epochs: float = 1.0  # 0: only at the end
     eval_batch: int = 1000
+    bn_eval: str = "precise"  # BN statistics for evaluation: "precise" (recomputed) or "moving" (the EMAs)
+    precise_bn_images: int = 8192  # training images (all ranks together) that "precise" recomputes them from
     eval_ema: bool = False  # evaluate an exponential moving average of the weights (authors' CIFAR code)
     ema_decay: float = 0.9999  # its decay, warmed up as min(decay, (1 + t) / (10 + t)) like TF1's
     log_every_steps: int = 1  # one history row every N steps
@@ -86,18 +90,56 @@ class RunConfig:
         d["decay_fractions"] = list(self.decay_fractions)
         return d
 
-    def run_id(self, workers: int) -> str:
-        """Hash of everything that changes the result (not where it is written), workers included."""
-        d = self.to_dict()
-        for k in ("sweep", "output_dir", "log_every_steps", "checkpoint_every_epochs"):  # where, how often
-            d.pop(k)
+    def resolved_hparams(self) -> dict:
+        """The optimizer's hyperparameters with the registry's defaults filled in."""
+        import optimizers
+
+        return {**optimizers.REGISTRY[self.optimizer][1], **self.hparams}
+
+    def training_fields(self, workers: int) -> dict:
+        """Everything that changes the result, canonical: the resolved hyperparameters, numbers as floats
+        (1 and 1.0 are the same), the workers (BN statistics are per worker); not where results go, how
+        often they are logged or evaluated, the target, or the checkpoint cadence."""
+        d = {k: v for k, v in self.to_dict().items() if k not in NOT_TRAINING}
+        d["hparams"] = self.resolved_hparams()
         d["workers"] = workers
-        blob = json.dumps(d, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _canonical(d)
+
+    def run_id(self, workers: int) -> str:
+        """Hash of ``training_fields``: same training and evaluation, same id."""
+        return _hash(self.training_fields(workers))
+
+    def config_id(self, workers: int) -> str:
+        """``run_id`` without the seed: the runs of one configuration (its seeds) share it."""
+        d = self.training_fields(workers)
+        d.pop("seed")
+        return _hash(d)
 
     @property
     def results_dir(self) -> Path:
         return Path(self.output_dir) / self.sweep
+
+
+# Fields that change neither training nor the reported result (where, how often, what target).
+NOT_TRAINING = ("sweep", "output_dir", "log_every_steps", "checkpoint_every_epochs", "eval_every_epochs",
+                "eval_batch", "target_top1")
+BN_EVAL = ("precise", "moving")
+
+
+def _canonical(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return str(value)
+
+
+def _hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -134,12 +176,12 @@ def _check(cfg: RunConfig) -> None:
         raise ConfigError(str(e)) from None
     positive = ("global_batch", "per_worker_batch", "reference_batch", "width", "eval_batch",
                 "log_every_steps", "synthetic_image_size", "synthetic_channels", "synthetic_classes",
-                "synthetic_train_size", "synthetic_test_size", "base_lr", "init_lr")
+                "synthetic_train_size", "synthetic_test_size", "base_lr", "init_lr", "precise_bn_images")
     for k in positive:
         if not getattr(cfg, k) > 0:
             raise ConfigError(f"{k} = {getattr(cfg, k)!r} must be > 0")
     nonneg = ("epochs", "steps", "weight_decay", "label_smoothing", "eval_every_epochs", "seed", "target_top1",
-              "checkpoint_every_epochs")
+              "checkpoint_every_epochs", "image_size", "validation_size")
     for k in nonneg:
         v = getattr(cfg, k)
         if not (v >= 0 and math.isfinite(v)):
@@ -159,6 +201,13 @@ def _check(cfg: RunConfig) -> None:
         raise ConfigError(f"bn_momentum = {cfg.bn_momentum} must be in (0, 1)")
     if cfg.label_smoothing >= 1:
         raise ConfigError(f"label_smoothing = {cfg.label_smoothing} must be in [0, 1)")
+    if cfg.bn_eval not in BN_EVAL:
+        raise ConfigError(f"bn_eval = {cfg.bn_eval!r} is unknown; valid: {', '.join(BN_EVAL)}")
+    if cfg.dataset == "imagenet" and (cfg.image_size or cfg.validation_size):
+        raise ConfigError(f"image_size = {cfg.image_size}, validation_size = {cfg.validation_size}: both apply "
+                          "to in-memory datasets only; valid for imagenet: 0")
+    if cfg.image_size and not 4 <= cfg.image_size <= 512:
+        raise ConfigError(f"image_size = {cfg.image_size} must be 0 (native) or in 4..512")
     if not cfg.sweep or "/" in cfg.sweep:
         raise ConfigError(f"sweep = {cfg.sweep!r} must be a non-empty name without '/'")
 

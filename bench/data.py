@@ -49,7 +49,9 @@ CIFAR = {
     "cifar100": ("cifar-100-binary", ["train.bin"], ["test.bin"], "cifar-100-binary.tar.gz", 2, 1, 100),
 }
 # Streams of the stateless random keys [seed, stream]; each is folded with an epoch, step or rank.
-_SHUFFLE, _AUGMENT, _IMAGENET_FILES, _IMAGENET_CROPS = 0, 1, 2, 3
+_SHUFFLE, _AUGMENT, _IMAGENET_FILES, _IMAGENET_CROPS, _PRECISE_BN = 0, 1, 2, 3, 4
+VALIDATION_SEED = 20181202  # the held-out validation images are the same draw for every run seed
+THREADS_ENV = "BENCH_THREADS"  # set by bench.distributed.init: this process's share of the host's cores
 
 
 class DataError(ConfigError):
@@ -209,24 +211,79 @@ def _cached(dataset: str, stamp: tuple, args: tuple):
     return images, labels
 
 
-def load_arrays(cfg: RunConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 [N, H, W, C] and labels int32 [N] of an in-memory dataset; read-only, cached."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split = {split!r}; valid: train, test")
+def _source(cfg: RunConfig, split: str) -> tuple:
+    """The cache key (dataset, file stamps, reader arguments) of the files' own train or test split."""
     if cfg.dataset == "fashion_mnist":
-        return _cached(cfg.dataset, _stamp(_fashion_files(cfg, split)), ())
+        return cfg.dataset, _stamp(_fashion_files(cfg, split)), ()
     if cfg.dataset in CIFAR:
-        return _cached(cfg.dataset, _stamp(_cifar_files(cfg, split)), CIFAR[cfg.dataset][4:])
+        return cfg.dataset, _stamp(_cifar_files(cfg, split)), CIFAR[cfg.dataset][4:]
     if cfg.dataset == "synthetic":
         n = cfg.synthetic_train_size if split == "train" else cfg.synthetic_test_size
-        args = (cfg.synthetic_image_size, cfg.synthetic_channels, cfg.synthetic_classes, n, split)
-        return _cached(cfg.dataset, (), args)
+        return cfg.dataset, (), (cfg.synthetic_image_size, cfg.synthetic_channels, cfg.synthetic_classes, n, split)
     raise ValueError(f"load_arrays: {cfg.dataset} is streamed from files, not held in memory")
 
 
+def validation_indices(n: int, validation_size: int) -> np.ndarray:
+    """Sorted indices of the training images held out for validation: a fixed draw (VALIDATION_SEED)."""
+    if not 0 <= validation_size < n:
+        raise DataError(f"validation_size = {validation_size}; valid: 0 .. {n - 1} (the training set has {n})")
+    return np.sort(np.random.default_rng(VALIDATION_SEED).permutation(n)[:validation_size])
+
+
+def downsample(images: np.ndarray, size: int) -> np.ndarray:
+    """Area-average uint8 images [N, H, W, C] to [N, size, size, C] (rounded back to uint8)."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    out = [tf.image.resize(tf.cast(images[i:i + 8192], tf.float32), [size, size], method="area").numpy()
+           for i in range(0, len(images), 8192)]
+    return np.clip(np.rint(np.concatenate(out)), 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=6)
+def _prepared(source: tuple, split: str, validation_size: int, image_size: int):
+    images, labels = _cached(*source)
+    if split != "test" and validation_size:
+        held = np.zeros(len(labels), bool)
+        held[validation_indices(len(labels), validation_size)] = True
+        keep = held if split == "validation" else ~held
+        images, labels = images[keep], labels[keep]
+    if image_size:
+        images = downsample(images, image_size)
+    images, labels = np.ascontiguousarray(images), np.ascontiguousarray(labels)
+    images.flags.writeable = labels.flags.writeable = False  # shared by every caller
+    return images, labels
+
+
+def load_arrays(cfg: RunConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 [N, H, W, C] and labels int32 [N] of an in-memory dataset; read-only, cached.
+
+    ``split``: "train" (without the ``validation_size`` held-out images), "validation" (those images) or
+    "test". With ``image_size`` set, images are area-downsampled to image_size x image_size."""
+    if split not in ("train", "validation", "test"):
+        raise ValueError(f"split = {split!r}; valid: train, validation, test")
+    if split == "validation" and not cfg.validation_size:
+        raise ValueError("split = 'validation' needs validation_size > 0; valid splits here: train, test")
+    source = _source(cfg, "test" if split == "test" else "train")
+    if not cfg.validation_size and not cfg.image_size:
+        return _cached(*source)
+    return _prepared(source, split, cfg.validation_size, cfg.image_size)
+
+
 def info(cfg: RunConfig) -> DatasetInfo:
-    """Shapes and sizes; reads file headers (not the data) of fashion_mnist and cifar, so it can raise
-    DataError; imagenet returns the standard ILSVRC2012 counts."""
+    """Shapes and sizes (``image_size`` and ``validation_size`` applied); reads file headers (not the data)
+    of fashion_mnist and cifar, so it can raise DataError; imagenet returns the standard ILSVRC2012 counts."""
+    native = _native_info(cfg)
+    if cfg.dataset == "imagenet":
+        return native
+    validation_indices(native.train_size, cfg.validation_size)  # raises if it does not fit
+    shape = native.image_shape
+    if cfg.image_size:
+        shape = (cfg.image_size, cfg.image_size, shape[2])
+    return DatasetInfo(native.name, shape, native.num_classes, native.train_size - cfg.validation_size,
+                       native.test_size)
+
+
+def _native_info(cfg: RunConfig) -> DatasetInfo:
     if cfg.dataset == "fashion_mnist":
         sizes = []
         for split in ("train", "test"):
@@ -255,8 +312,8 @@ def check(cfg: RunConfig) -> None:
     and the first record of each split is parsed."""
     if cfg.dataset != "imagenet":
         info(cfg)
-        load_arrays(cfg, "train")
-        load_arrays(cfg, "test")
+        for split in ("train", "test") + (("validation",) if cfg.validation_size else ()):
+            load_arrays(cfg, split)
         return
     for split in ("train", "validation"):
         files = _imagenet_files(cfg, split)
@@ -319,6 +376,17 @@ def _pad_crop_flip(images: tf.Tensor, uniforms: tf.Tensor) -> tf.Tensor:
     return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
 
 
+def _with_threads(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """The pipeline's own thread pool sized to this process's share of the cores (bench.distributed)."""
+    n = int(os.environ.get(THREADS_ENV, "0"))
+    if n <= 0:
+        return ds
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = n
+    options.threading.max_intra_op_parallelism = 1
+    return ds.with_options(options)
+
+
 def _make_batch(images, labels, indices, uniforms, augment: bool):
     """Gather uint8 images [b, H, W, C] by index, augment, then float32 per-image standardisation."""
     x = tf.gather(images, indices)
@@ -344,21 +412,43 @@ def train_dataset(cfg: RunConfig, *, workers: int, rank: int, micro_batch: int,
     images, labels = (tf.constant(a) for a in load_arrays(cfg, "train"))
     indices = _train_indices(int(labels.shape[0]), cfg.seed, workers, rank, micro_batch, accumulation)
     indices = indices.skip(start_step * accumulation)
-    return indices.map(lambda i, u: _make_batch(images, labels, i, u, cfg.augment),
-                       num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+    return _with_threads(indices.map(lambda i, u: _make_batch(images, labels, i, u, cfg.augment),
+                                     num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE))
 
 
-def eval_dataset(cfg: RunConfig, *, workers: int, rank: int, batch: int) -> tf.data.Dataset:
-    """One pass over this rank's shard of the test split: (images float32 [<=batch, H, W, C], labels int32).
-    In-memory shards are contiguous ranges [rank*N//workers, (rank+1)*N//workers); the last batch is short."""
+def eval_dataset(cfg: RunConfig, *, workers: int, rank: int, batch: int, split: str = "test") -> tf.data.Dataset:
+    """One pass over this rank's shard of the test (or validation) split: (images float32 [<=batch, H, W, C],
+    labels int32). In-memory shards are contiguous ranges [rank*N//workers, (rank+1)*N//workers); the last
+    batch is short."""
     _check_args(workers, rank, batch)
     if cfg.dataset == "imagenet":
         return _imagenet_eval(cfg, workers, rank, batch)
-    images, labels = (tf.constant(a) for a in load_arrays(cfg, "test"))
+    images, labels = (tf.constant(a) for a in load_arrays(cfg, split))
     n = int(labels.shape[0])
     indices = tf.data.Dataset.range(rank * n // workers, (rank + 1) * n // workers).batch(batch)
-    return indices.map(lambda i: _make_batch(images, labels, i, None, False),
-                       num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+    return _with_threads(indices.map(lambda i: _make_batch(images, labels, i, None, False),
+                                     num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE))
+
+
+def precise_bn_dataset(cfg: RunConfig, *, workers: int, rank: int, batch: int) -> tf.data.Dataset:
+    """This rank's share of the ``precise_bn_images`` training images that evaluation recomputes BatchNorm's
+    statistics from: a fixed draw (seed, stream _PRECISE_BN) without augmentation (evaluation's
+    preprocessing), ``precise_bn_images // workers`` per rank (capped by the training set), in batches of
+    ``batch`` (the last may be short). Images float32 [b, H, W, C], labels int32 [b]."""
+    _check_args(workers, rank, batch)
+    if cfg.dataset == "imagenet":
+        files = _imagenet_files(cfg, "train")
+        ds = tf.data.Dataset.from_tensor_slices([str(p) for p in files[rank::workers]])
+        ds = ds.apply(_records(files[rank::workers])).take(cfg.precise_bn_images // workers)
+        return ds.map(lambda r: (_normalise(_center_crop(_parse(r)[0])), _parse(r)[1]),
+                      num_parallel_calls=AUTOTUNE).batch(batch).prefetch(AUTOTUNE)
+    images, labels = (tf.constant(a) for a in load_arrays(cfg, "train"))
+    n = int(labels.shape[0])
+    local = min(cfg.precise_bn_images, n) // workers
+    order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=_key(cfg.seed, _PRECISE_BN))
+    mine = tf.data.Dataset.from_tensor_slices(order[rank * local:(rank + 1) * local]).batch(batch)
+    return _with_threads(mine.map(lambda i: _make_batch(images, labels, i, None, False),
+                                  num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE))
 
 
 # ------------------------------------------------------------------------------------------ imagenet

@@ -48,3 +48,20 @@ def test_override_syntax():
     assert config.parse_override("epochs = 2.5") == ("epochs", 2.5)
     with pytest.raises(ConfigError, match="key=value"):
         config.parse_override("epochs")
+
+
+def test_run_id_hashes_resolved_training_fields_only():
+    base = config.make({"optimizer": "momentum", "seed": 1})
+    # registry defaults written out, 1 and 1.0 alike: the same training, the same id
+    assert base.run_id(2) == config.make({"optimizer": "momentum", "seed": 1, "hparams": {"momentum": 0.9}}).run_id(2)
+    assert base.run_id(2) == config.make({"optimizer": "momentum", "seed": 1, "epochs": 3}).run_id(2)
+    # evaluation cadence and batch, the target, logging and checkpoints change no training
+    same = {"eval_every_epochs": 0.25, "eval_batch": 500, "target_top1": 0.8, "log_every_steps": 7,
+            "checkpoint_every_epochs": 1.0}
+    assert base.run_id(2) == config.make({"optimizer": "momentum", "seed": 1, **same}).run_id(2)
+    # what is trained or how it is measured does
+    for k, v in {"hparams": {"momentum": 0.8}, "bn_eval": "moving", "image_size": 16, "bn_momentum": 0.9}.items():
+        assert base.run_id(2) != config.make({"optimizer": "momentum", "seed": 1, k: v}).run_id(2), k
+    # config_id leaves out the seed only
+    assert base.config_id(2) == config.make({"optimizer": "momentum", "seed": 7}).config_id(2)
+    assert base.config_id(2) != base.config_id(1)

@@ -343,8 +343,34 @@ def test_synthetic_is_deterministic_and_learnable():
     assert accuracy > 0.9
 
 
+def test_validation_split_is_held_out_of_training_and_the_same_for_every_seed():
+    cfg = synthetic(validation_size=30)
+    train_x, train_y = data.load_arrays(cfg, "train")
+    val_x, val_y = data.load_arrays(cfg, "validation")
+    all_x, _ = data.load_arrays(synthetic(), "train")
+    assert len(val_y) == 30 and len(train_y) == len(all_x) - 30 == data.info(cfg).train_size
+    # together they are the training set, each image once
+    rows = lambda a: {r.tobytes() for r in a}  # noqa: E731
+    assert rows(train_x) | rows(val_x) == rows(all_x) and not rows(train_x) & rows(val_x)
+    np.testing.assert_array_equal(data.load_arrays(synthetic(validation_size=30, seed=5), "validation")[0], val_x)
+    with pytest.raises(data.DataError, match="validation_size = 4096"):
+        data.info(synthetic(validation_size=4096, synthetic_train_size=4096))
+
+
+def test_image_size_area_downsamples():
+    cfg = synthetic(synthetic_image_size=16, image_size=8)
+    small, _ = data.load_arrays(cfg, "train")
+    big, _ = data.load_arrays(synthetic(synthetic_image_size=16), "train")
+    # halving: each pixel is the mean of a 2 x 2 block (NumPy reference), rounded to uint8
+    ref = big.reshape(-1, 8, 2, 8, 2, 3).astype(np.float64).mean(axis=(2, 4))
+    assert small.shape == (len(big), 8, 8, 3) and data.info(cfg).image_shape == (8, 8, 3)
+    assert np.abs(small.astype(np.float64) - ref).max() <= 0.5 + 1e-6
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="split"):
+        data.load_arrays(synthetic(), "valid")
+    with pytest.raises(ValueError, match="validation_size"):
         data.load_arrays(synthetic(), "validation")
     with pytest.raises(ValueError, match="rank=2"):
         data.train_dataset(synthetic(), workers=2, rank=2, micro_batch=4, accumulation=1)
