@@ -9,11 +9,16 @@ Layout: ``<output_dir>/<sweep>/checkpoints/<run_id>/``, written by the chief onl
                                names files that exist (the previous checkpoint is kept until the next save)
   ``local-<rank>-<step>.npz``  each rank's own BatchNorm statistics (per worker, not synchronised: NLCG.md
                                s4), written by every rank
+A checkpoint commits as one unit across ranks: every rank writes its BN file of the step, all ranks agree
+that they did (a collective), then the chief writes the weights and history and publishes progress.json,
+all ranks agree again, and only then are the files of older steps removed. A crash (or an error on any
+rank, which fails every rank's next collective) at any point leaves progress.json naming the previous
+step, whose files all still exist: a resumed run always starts from one consistent step.
 Resuming restores on the chief and broadcasts to every rank, then each rank takes back its own BN
 statistics (where its file is reachable: without a shared file system a rank keeps the chief's); the data
 pipeline skips the steps already taken, so (on in-memory datasets) a resumed run is step for step the
-uninterrupted one. The folder is
-removed once the run's rows are written as complete or diverged; a failed run keeps it for its retry.
+uninterrupted one. The folder is removed once the run's rows are written as complete or diverged; a
+failed run keeps it for its retry.
 """
 
 from __future__ import annotations
@@ -69,25 +74,34 @@ class RunCheckpoint:
         return step, progress, history
 
     def save(self, step: int, progress: dict, history: list[dict]) -> None:
-        """Checkpoint after ``step``: every rank its BN statistics, the chief everything else."""
+        """Checkpoint after ``step`` as one unit: BN files on every rank, agree, the chief writes and
+        publishes, agree, then older files go."""
+        local = self.directory / f"local-{self.world.rank}-{step}.npz"
         if self.world.size > 1:
             self.directory.mkdir(parents=True, exist_ok=True)
-            local = self.directory / f"local-{self.world.rank}-{step}.npz"
             values = {f"v{i}": v.numpy() for i, v in enumerate(self.model.non_trainable_variables)}
             _atomic_write_bytes(local, lambda f: np.savez(f, **values))
-            for old in self.directory.glob(f"local-{self.world.rank}-*.npz"):
-                if old != local:
-                    old.unlink()
-        if not self.world.is_chief:
-            return
-        path = Path(self.manager.save(checkpoint_number=step))
+            self._barrier(f"ckpt_written_{step}")
         hist_name = f"history-{step}.parquet"
-        _atomic_write_bytes(self.directory / hist_name, lambda f: pd.DataFrame(history).to_parquet(f, index=False))
-        record = {**progress, "step": step, "checkpoint": path.name, "history": hist_name}
-        _atomic_write_bytes(self.directory / PROGRESS, lambda f: f.write(json.dumps(record).encode()))
-        for old in self.directory.glob("history-*.parquet"):
-            if old.name != hist_name:
-                old.unlink()
+        if self.world.is_chief:
+            path = Path(self.manager.save(checkpoint_number=step))
+            _atomic_write_bytes(self.directory / hist_name,
+                                lambda f: pd.DataFrame(history).to_parquet(f, index=False))
+            record = {**progress, "step": step, "checkpoint": path.name, "history": hist_name}
+            _atomic_write_bytes(self.directory / PROGRESS, lambda f: f.write(json.dumps(record).encode()))
+        if self.world.size > 1:
+            self._barrier(f"ckpt_published_{step}")  # every rank knows progress.json names this step
+        stale = [p for p in self.directory.glob(f"local-{self.world.rank}-*.npz") if p != local]
+        if self.world.is_chief:
+            stale += [p for p in self.directory.glob("history-*.parquet") if p.name != hist_name]
+        for old in stale:
+            old.unlink(missing_ok=True)
+
+    def _barrier(self, name: str) -> None:
+        import horovod.tensorflow as hvd
+
+        # Horovod: a collective every rank must reach; an error on any rank fails it everywhere.
+        hvd.allreduce(tf.constant(1.0), op=hvd.Sum, name=name)
 
 
 def _atomic_write_bytes(path: Path, write) -> None:

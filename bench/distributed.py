@@ -1,38 +1,72 @@
-"""Horovod data parallelism: set-up, batch splitting, broadcast, and the reductions the train step needs.
+"""Horovod data parallelism: set-up, batch splitting, broadcast, the reductions the train step needs, and
+the agreement that ends a failed run on every rank.
 
 Runs the same from one process (no launcher) to ``mpirun -np 256`` or ``horovodrun --gloo``.
 With Keras 3, Horovod's DistributedGradientTape and broadcast_variables(model.variables) fail: we
 allreduce gradients with grouped_allreduce and broadcast the tf.Variables behind Keras' variables.
+
+Failures (``agree``): an exception on one rank must end the run on every rank of its group, or the others
+wait forever in their next collective. The failing rank shuts its Horovod down, which makes every peer's
+pending or next collective fail at once ("Horovod has been shut down"); then all ranks exchange their errors
+over the group's MPI communicator (outside Horovod), and start a fresh Horovod on the same communicator for
+the next run. MPI itself is initialised by mpi4py, not by Horovod, so a Horovod shutdown leaves it up.
+Horovod's stall shutdown is the backstop for a rank that stops without raising (HOROVOD_STALL_*).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tensorflow as tf
 
 from bench.config import ConfigError
+from bench.launch import under_mpi
+
+# Horovod's stall inspector warns after CHECK s and, as a backstop, shuts Horovod down after SHUTDOWN s of a
+# collective that some ranks never join (a rank stuck outside any collective); the user's values win.
+STALL_CHECK_S, STALL_SHUTDOWN_S = 30, 90
+# Launcher variables: ranks on this host, counting every process (packed groups included).
+_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "HOROVOD_LOCAL_SIZE")
 
 
 @dataclass(frozen=True)
 class World:
-    """Where this process sits: rank and size of its Horovod group, and its place on the host."""
+    """Where this process sits: rank and size of its Horovod group, and its place on the host.
+
+    ``comm`` is the group's mpi4py communicator when MPI launched the processes (None in one process or
+    under Gloo): the channel on which ranks agree about a failure, outside Horovod.
+    """
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
     local_size: int = 1
+    comm: object = field(default=None, compare=False, repr=False)
 
     @property
     def is_chief(self) -> bool:
         return self.rank == 0
 
 
-def _set_threads(local_size: int) -> None:
-    # Share the host's cores among the ranks on it: on 2 cores, two workers get one intra-op thread
-    # each; oversubscribing makes every rank slower than one rank alone.
-    n = max(1, (os.cpu_count() or 1) // max(1, local_size))
+def processes_on_host(environ, group_local_size: int) -> int:
+    """How many processes share this host: the launcher's count (every packed group), else Horovod's."""
+    for var in _LOCAL_SIZE_VARS:
+        if environ.get(var, "").isdigit() and int(environ[var]) > 0:
+            return int(environ[var])
+    return max(1, group_local_size)
+
+
+def threads_per_process(environ, group_local_size: int, cores: int | None = None) -> int:
+    """The host's cores shared among every process on it (at least 1)."""
+    return max(1, (cores or os.cpu_count() or 1) // processes_on_host(environ, group_local_size))
+
+
+def _set_threads(n: int) -> None:
+    # Share the host's cores among the ranks on it: on 2 cores, two workers get one thread each for
+    # TF's intra- and inter-op pools (the input pipeline gets the same through data.THREADS_ENV);
+    # oversubscribing makes every rank slower than one rank alone.
+    os.environ["BENCH_THREADS"] = str(n)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(n)
@@ -65,15 +99,62 @@ def _pin_gpu(local_rank: int) -> None:
 
 
 def init(comm=None) -> World:
-    """Start Horovod (on ``comm``, an mpi4py communicator, when packing runs), give this process one GPU
-    (if there are any) and its share of the CPU threads."""
+    """Start Horovod (on ``comm``, an mpi4py communicator, when packing runs; on MPI_COMM_WORLD under any
+    other MPI launch), give this process one GPU (if there are any) and its share of the CPU threads."""
+    if comm is None and under_mpi():
+        from mpi4py import MPI  # initialises MPI here, so that a Horovod shutdown does not finalise it
+
+        comm = MPI.COMM_WORLD
+    os.environ.setdefault("HOROVOD_STALL_CHECK_TIME_SECONDS", str(STALL_CHECK_S))
+    os.environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(STALL_SHUTDOWN_S))
     import horovod.tensorflow as hvd
 
     hvd.init(comm=comm) if comm is not None else hvd.init()
-    world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
+    world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), comm)
     _pin_gpu(node_local_rank(os.environ, world.local_rank))
-    _set_threads(world.local_size)
+    _set_threads(threads_per_process(os.environ, world.local_size))
     return world
+
+
+SHUTDOWN_WORDS = "Horovod has been shut down"
+
+
+def describe(error: BaseException) -> str:
+    """One line for the runs table: the exception's type and its message's telling line (for TF's graph
+    errors, the op's own message after the traceback of where the op was defined)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Graph execution error"):
+        told = [ln for ln in lines[1:] if not ln.startswith(("[[", "Detected at", "File ", "Node:"))
+                and not ln.endswith(":")]
+        lines = told[-1:] or lines
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:1000]
+
+
+def agree(world: World, error: BaseException | None) -> list[tuple[int, str]]:
+    """Called by every rank of a group when a run ends (``error`` None) or fails; returns the failures as
+    ``[(rank, "Type: message"), ...]``, the same list on every rank (empty when all succeeded).
+
+    A failing rank first shuts its Horovod down: every peer blocked in (or reaching) a collective then fails
+    at once. All ranks exchange their outcome over the group's MPI communicator; if any failed, every rank
+    restarts Horovod on that communicator, ready for the next run. The ranks whose error was only the
+    induced shutdown are left out of the list when another rank has the cause.
+    """
+    if world.size == 1:
+        return [(world.rank, describe(error))] if error is not None else []
+    import horovod.tensorflow as hvd
+
+    if error is not None:
+        hvd.shutdown()  # Horovod: wakes every peer waiting in a collective with a "shut down" error
+    if world.comm is None:  # Gloo: no channel outside Horovod; exiting ends the job (horovodrun's rule)
+        return [(world.rank, describe(error))] if error is not None else []
+    mine = None if error is None else (world.rank, describe(error), SHUTDOWN_WORDS in str(error))
+    failures = [f for f in world.comm.allgather(mine) if f is not None]
+    if not failures:
+        return []
+    hvd.shutdown()  # idempotent; every rank of the group is here, so the restart below is collective
+    hvd.init(comm=world.comm)
+    causes = [f for f in failures if not f[2]] or failures
+    return [(rank, text) for rank, text, _ in causes]
 
 
 def split_batch(global_batch: int, workers: int, per_worker_batch: int) -> tuple[int, int]:
@@ -109,15 +190,14 @@ def broadcast_state(model, optimizer, root_rank: int = 0, extra=()) -> None:
 
 
 def mean_over_workers(grads: list, loss, world: World):
-    """Average gradients (grouped: one fused collective) and the loss over the workers."""
+    """Average gradients and the loss over the workers in one grouped (fused) collective."""
     if world.size == 1:
         return grads, loss
     import horovod.tensorflow as hvd
 
-    # Horovod: one grouped allreduce of every gradient, averaged.
-    grads = hvd.grouped_allreduce(grads, op=hvd.Average)
-    loss = hvd.allreduce(loss, op=hvd.Average, name="loss")
-    return grads, loss
+    # Horovod: one grouped allreduce of every gradient and the loss, averaged (one negotiation per step).
+    *grads, loss = hvd.grouped_allreduce([*grads, tf.reshape(loss, [1])], op=hvd.Average)
+    return grads, tf.reshape(loss, [])
 
 
 def sum_over_workers(values, world: World, name: str):

@@ -32,12 +32,11 @@ import dataclasses
 import itertools
 import os
 import shlex
-import shutil
-import sys
 from pathlib import Path
 
 from bench import config
 from bench.config import ConfigError, RunConfig
+from bench.launch import mpi_size, relaunch_command, under_mpi
 
 GRID = "grid"
 OPT_HPARAMS = "optimizer_hparams"
@@ -138,18 +137,6 @@ def pending(sweep: Sweep, workers: int) -> list[RunConfig]:
     return [cfg for cfg in sweep.runs if cfg.run_id(workers) not in done]
 
 
-def under_mpi() -> bool:
-    """True when this process was started by an MPI launcher (Open MPI, MPICH/Hydra, Slurm's PMI)."""
-    return any(v in os.environ for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
-
-
-def relaunch_command(argv: list[str], workers: int, pack: int) -> list[str]:
-    """``mpirun -np workers*pack python -m bench sweep ...``: the same command, under MPI."""
-    mpirun = shutil.which("mpirun") or "mpirun"
-    return [mpirun, "-np", str(workers * pack), "--oversubscribe", "--bind-to", "none",
-            sys.executable, "-m", "bench", *argv]
-
-
 def split_groups(pack: int):
     """Split MPI_COMM_WORLD into ``pack`` groups of consecutive ranks; returns (group index, comm)."""
     from mpi4py import MPI
@@ -163,8 +150,46 @@ def split_groups(pack: int):
     return color, world.Split(color=color, key=world.rank)
 
 
+def claim_next(sweep: Sweep, workers: int, skip: set[str]):
+    """Claim the first pending run not in ``skip``: (cfg, claims.Claim), or (None, None) when none is left.
+
+    Called by a group's chief only. The store is read again for every run, so runs finished meanwhile by
+    other sweep processes on the same folder are not trained again; a run is re-checked after claiming,
+    since its owner may have finished it and released the claim between the two reads."""
+    from bench import claims, results
+
+    for cfg in pending(sweep, workers):
+        run_id = cfg.run_id(workers)
+        if run_id in skip:
+            continue
+        claim = claims.claim(cfg.results_dir, run_id)
+        if claim is None:  # a live owner (another group, job or sweep process) has it
+            continue
+        if results.is_completed(cfg.results_dir, run_id):
+            claim.release()
+            continue
+        return cfg, claim
+    return None, None
+
+
+def _from_chief(world, value):
+    """Every rank of the group gets the chief's ``value``."""
+    if world.size == 1:
+        return value
+    if world.comm is not None:
+        return world.comm.bcast(value, root=0)
+    import horovod.tensorflow as hvd
+
+    return hvd.broadcast_object(value, root_rank=0, name="sweep_next")
+
+
 def run(sweep: Sweep, pack: int = 1, say=print) -> int:
-    """Run the pending runs of ``sweep`` on this MPI allocation (or this one process). Returns #failed."""
+    """Run the pending runs of ``sweep`` on this MPI allocation (or this one process). Returns #failed.
+
+    Each group's chief claims the next pending run (bench.claims: an atomic claim file with a heartbeat),
+    and tells its ranks which; so any number of groups, sweep processes and cluster jobs on one results
+    folder train every run once. A run that fails on any rank fails on all (train.run) and the group goes
+    on with its next claim; this invocation does not retry it (the next one will)."""
     import keras
 
     from bench import distributed, train
@@ -175,30 +200,37 @@ def run(sweep: Sweep, pack: int = 1, say=print) -> int:
     else:  # one group: Horovod on all ranks (MPI or Gloo), or one process
         group, world = 0, distributed.init()
     check(sweep, world.size)
-    todo = pending(sweep, world.size)
-    if pack > 1:  # every group reads the store before any can write to it: all agree on `todo`
-        from mpi4py import MPI
-
-        MPI.COMM_WORLD.Barrier()
-    mine = todo[group::pack]
     if world.is_chief and group == 0:
-        say(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} done, {len(todo)} to run "
+        todo = len(pending(sweep, world.size))
+        say(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - todo} done, {todo} to run "
             f"on {pack} group(s) of {world.size} worker(s)")
-    failed = 0
-    for i, cfg in enumerate(mine, 1):
+    failed, tried, index = 0, set(), 0
+    while True:
+        claim = None
+        if world.is_chief:
+            cfg, claim = claim_next(sweep, world.size, tried)
+            index = -1 if cfg is None else sweep.runs.index(cfg)
+        index = _from_chief(world, index)
+        if index < 0:
+            break
+        cfg = sweep.runs[index]
+        tried.add(cfg.run_id(world.size))
         if world.is_chief:
             where = ", ".join(f"{k}={getattr(cfg, k)}" for k in sweep.grid)
-            say(f"[group {group}] run {i}/{len(mine)}: {where}")
+            say(f"[group {group}] run {len(tried)}: {where}")
         try:
             row = train.run(cfg, world)
             if world.is_chief:
                 say(f"[group {group}] {row['status']}: top1 {row['top1']:.4f}  {row['wall_time_s']:.1f} s")
         except ConfigError:
             raise
-        except Exception as e:  # recorded as failed by train.run; the sweep goes on
+        except Exception as e:  # recorded as failed by train.run, or its results could not be written (WriteError)
             failed += 1
             if world.is_chief:
                 say(f"[group {group}] failed: {type(e).__name__}: {e}")
+        finally:
+            if claim is not None:
+                claim.release()
         keras.backend.clear_session()
     return failed
 
@@ -210,7 +242,7 @@ def main(args) -> int:
     if workers < 1 or pack < 1:
         raise ConfigError(f"--workers {workers} --pack {pack}: both must be >= 1")
     if under_mpi():
-        size = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE") or 0)
+        size = mpi_size()
         if size and size % pack:
             raise ConfigError(f"--pack {pack} does not divide the {size} MPI ranks; valid: a divisor of {size}")
         workers = size // pack if size else workers

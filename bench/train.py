@@ -8,7 +8,6 @@ and the loss handed with it is the global mean loss of the same examples (NLCG u
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import math
@@ -24,11 +23,9 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import optimizers
-from bench import checkpoint, data, distributed, models, results, schedule
+from bench import checkpoint, data, distributed, evaluate, models, results, schedule
 from bench.config import RunConfig
 from bench.distributed import World
-
-WARMUP_STEPS_EXCLUDED = 3  # the first steps compile the graph: kept out of images/s
 
 
 def budget_steps(cfg: RunConfig, train_size: int) -> int:
@@ -86,61 +83,6 @@ def make_train_step(model, optimizer, lr_schedule, cfg: RunConfig, world: World,
     return train_step
 
 
-def make_weight_ema(variables, decay: float):
-    """Shadow copies of ``variables`` and an ``update(step)`` that moves them towards the variables.
-
-    decay_t = min(decay, (1 + t) / (10 + t)), as TF1's ExponentialMovingAverage with num_updates, which
-    the authors' CIFAR code evaluates with; without the warm-up a 0.9999 average of a short run would
-    still be mostly the initial weights.
-    """
-    shadow = [tf.Variable(v.value, trainable=False) for v in variables]
-
-    def update(step):
-        t = tf.cast(step, tf.float32)
-        d = tf.minimum(decay, (1.0 + t) / (10.0 + t))
-        for s, v in zip(shadow, variables, strict=True):
-            s.assign(d * s + (1.0 - d) * v)
-
-    return shadow, update
-
-
-@contextlib.contextmanager
-def swapped_in(variables, values):
-    """Temporarily give ``variables`` the ``values`` (the EMA weights for an evaluation)."""
-    backup = [tf.identity(v.value) for v in variables]
-    for v, x in zip(variables, values, strict=True):
-        v.assign(x)
-    try:
-        yield
-    finally:
-        for v, x in zip(variables, backup, strict=True):
-            v.assign(x)
-
-
-def make_eval_step(model, num_classes: int):
-    """A tf.function(images, labels) -> [correct top-1, correct top-5, summed loss, count]."""
-    k5 = min(5, num_classes)
-
-    @tf.function(reduce_retracing=True)
-    def eval_step(images, labels):
-        logits = model(images, training=False)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-        top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))
-        top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k5), tf.float32))
-        return tf.stack([top1, top5, tf.reduce_sum(losses), tf.cast(tf.size(labels), tf.float32)])
-
-    return eval_step
-
-
-def evaluate(eval_step, dataset, world: World) -> dict:
-    """Top-1, top-5 and mean loss over the whole test split (each rank its shard, summed)."""
-    totals = tf.zeros(4)
-    for images, labels in dataset:
-        totals += eval_step(images, labels)
-    top1, top5, loss_sum, n = distributed.sum_over_workers(totals, world, "eval").numpy().tolist()
-    return {"top1": top1 / n, "top5": top5 / n, "eval_loss": loss_sum / n}
-
-
 def provenance() -> dict:
     """Where and with what a run ran: host, library versions, git commit."""
     import horovod
@@ -169,54 +111,91 @@ def _scalar(x) -> float:
     return float(np.asarray(x))
 
 
-def run(cfg: RunConfig, world: World | None = None) -> dict:
-    """Train one run; the chief appends its rows to ``cfg.results_dir``. Returns the runs row.
+class RunFailed(RuntimeError):
+    """A run ended by an exception on some rank; the message names the rank(s) and their errors."""
 
-    Config and data problems raise ConfigError before anything is written. A non-finite global loss
-    ends the run as ``diverged`` (every rank sees the same allreduced loss, so all stop together);
-    an exception while training ends it as ``failed`` and is re-raised after the row is written.
-    """
-    world = world or distributed.init()
-    data.check(cfg)
-    info = data.info(cfg)
-    micro, accumulation = distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch)
-    steps = budget_steps(cfg, info.train_size)
-    steps_per_epoch = info.train_size / cfg.global_batch
-    eval_every = max(1, round(cfg.eval_every_epochs * steps_per_epoch)) if cfg.eval_every_epochs else 0
-    run_id = cfg.run_id(world.size)
-    resolved_hparams = {**optimizers.REGISTRY[cfg.optimizer][1], **cfg.hparams}  # the defaults, written out
 
-    row = {
-        "run_id": run_id, "sweep": cfg.sweep, "status": "failed", "error": "",
-        "optimizer": cfg.optimizer, "hparams": json.dumps(resolved_hparams, sort_keys=True),
-        "dataset": cfg.dataset, "model": cfg.model, "global_batch": cfg.global_batch,
-        "workers": world.size, "per_worker_batch": micro, "accumulation": accumulation,
-        "epochs": steps / steps_per_epoch, "steps": 0, "resumed_from_step": 0, "seed": cfg.seed,
+def new_row(cfg: RunConfig, world: World, info, micro: int, accumulation: int, steps: int) -> dict:
+    """The runs-table row of a run about to start (status ``failed`` until it ends otherwise)."""
+    return {
+        "run_id": cfg.run_id(world.size), "config_id": cfg.config_id(world.size), "sweep": cfg.sweep,
+        "status": "failed", "error": "", "optimizer": cfg.optimizer,
+        "hparams": json.dumps(cfg.resolved_hparams(), sort_keys=True),
+        "dataset": cfg.dataset, "model": cfg.model, "image_size": info.image_shape[0], "bn_eval": cfg.bn_eval,
+        "global_batch": cfg.global_batch, "workers": world.size, "per_worker_batch": micro,
+        "accumulation": accumulation, "epochs": steps * cfg.global_batch / info.train_size, "steps": 0,
+        "resumed_from_step": 0, "seed": cfg.seed, "base_lr": cfg.base_lr,
         "peak_lr": schedule.peak_lr(cfg.base_lr, cfg.global_batch, cfg.reference_batch),
-        "final_train_loss": math.nan, "top1": math.nan, "top5": math.nan, "wall_time_s": math.nan,
+        "final_train_loss": math.nan, "top1": math.nan, "top5": math.nan, "val_top1": math.nan,
+        "wall_time_s": math.nan, "train_time_s": 0.0, "compile_time_s": 0.0, "eval_time_s": 0.0,
         "images_per_s": math.nan, "images_per_s_ci95": math.nan, "target_top1": cfg.target_top1,
         "steps_to_target": math.nan, "time_to_target_s": math.nan,
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **(provenance() if world.is_chief else {}),
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
     }
-    history: list[dict] = []
+
+
+def run(cfg: RunConfig, world: World | None = None) -> dict:
+    """Train one run; the chief appends its rows to ``cfg.results_dir``. Returns the runs row.
+
+    Config and data problems raise ConfigError before anything is written. A non-finite global loss
+    ends the run as ``diverged`` (every rank sees the same allreduced loss, so all stop together).
+    An exception on any rank ends the run on every rank (``distributed.agree``): the chief writes a
+    ``failed`` row naming the rank(s) and error(s), and every rank raises RunFailed.
+    """
+    world = world or distributed.init()
+    data.check(cfg)
+    info = data.info(cfg)
+    micro, accumulation = distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch)
+    steps = budget_steps(cfg, info.train_size)
+    row, history = new_row(cfg, world, info, micro, accumulation, steps), []
     try:
-        _train(cfg, world, info, micro, accumulation, steps, eval_every, row, history)
-    except Exception as e:
-        row["status"], row["error"] = "failed", f"{type(e).__name__}: {e}"[:2000]
-        if world.is_chief:
-            results.append_run(cfg.results_dir, row, history)
-        raise
+        _train(cfg, world, info, micro, accumulation, steps, row, history)
+        error = None
+    except Exception as e:  # noqa: BLE001 - every rank must reach the agreement below
+        error = e
+    failures = distributed.agree(world, error)
+    if failures:
+        row["status"] = "failed"
+        row["error"] = "; ".join(f"rank {rank}: {text}" for rank, text in failures)[:2000]
     if world.is_chief:
         results.append_run(cfg.results_dir, row, history)
-        # a finished run needs its checkpoint no more (a failed one keeps it: its retry resumes from it)
-        shutil.rmtree(checkpoint.directory(cfg.results_dir, run_id), ignore_errors=True)
+        if not failures:  # a finished run needs its checkpoint no more; a failed one keeps it for its retry
+            shutil.rmtree(checkpoint.directory(cfg.results_dir, row["run_id"]), ignore_errors=True)
+    if failures:
+        raise RunFailed(row["error"]) from error
     return row
 
 
-def _train(cfg, world, info, micro, accumulation, steps, eval_every, row, history) -> None:
-    """The loop; fills ``row`` and ``history`` in place (so a failure keeps what was measured)."""
+def _throughput(blocks: list[tuple[int, float]], global_batch: int) -> tuple[float, float]:
+    """Images/s over timed blocks of (steps, seconds): total images / total time, and the 95 % half-width
+    of that mean from up to 10 consecutive groups of blocks (batch means, Student t)."""
+    if not blocks:
+        return math.nan, math.nan
+    steps, secs = np.array(blocks, dtype=float).T
+    rate = global_batch * steps.sum() / secs.sum()
+    groups = np.array_split(np.arange(len(blocks)), min(10, len(blocks)))
+    if len(groups) < 2:
+        return rate, math.nan
+    rates = np.array([global_batch * steps[g].sum() / secs[g].sum() for g in groups])
+    return rate, float(T975[min(len(rates) - 1, len(T975) - 1)] * rates.std(ddof=1) / math.sqrt(len(rates)))
+
+
+# Student t quantiles t_{0.975, df} for df = 0 (unused), 1 .. 9: the 95 % band of a mean of 2 .. 10 groups.
+T975 = (math.nan, 12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157)
+
+
+def _train(cfg, world, info, micro, accumulation, steps, row, history) -> None:
+    """The loop; fills ``row`` and ``history`` in place (a failure keeps what was measured).
+
+    Clocks: ``wall_time_s`` is the whole run (set-up, compilation, evaluation, checkpoints);
+    ``compile_time_s`` the first step of this attempt (tracing, graph optimisation, one step);
+    ``train_time_s`` every later optimizer step; ``eval_time_s`` the evaluations. The host reads the
+    loss back only on logged steps (and before evaluations and checkpoints): that is also where a
+    non-finite loss is caught, so a diverged run stops at the first logged step after it diverged.
+    """
+    wall0 = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
     model = models.build(cfg.model, info.image_shape, info.num_classes, cfg.width, cfg.bn_momentum)
     lr_schedule = schedule.from_config(cfg, steps)
@@ -225,30 +204,29 @@ def _train(cfg, world, info, micro, accumulation, steps, eval_every, row, histor
     if world.size > 1:
         distributed.broadcast_state(model, optimizer)
 
-    eval_ds = data.eval_dataset(cfg, workers=world.size, rank=world.rank, batch=cfg.eval_batch)
-    ema_weights, ema_update = (make_weight_ema(model.trainable_variables, cfg.ema_decay) if cfg.eval_ema
-                               else ([], None))
+    ema_weights, ema_update = (evaluate.make_weight_ema(model.trainable_variables, cfg.ema_decay)
+                               if cfg.eval_ema else ([], None))
     train_step = make_train_step(model, optimizer, lr_schedule, cfg, world, accumulation, info.num_classes,
                                  after_step=ema_update)
-    eval_step = make_eval_step(model, info.num_classes)
-    weights_for_eval = (lambda: swapped_in(model.trainable_variables, ema_weights)) if cfg.eval_ema else (
-        contextlib.nullcontext)
-    epoch_of = lambda step: step * cfg.global_batch / info.train_size
+    evaluator = evaluate.make_evaluator(cfg, model, world, info.num_classes, ema_weights)
+    steps_per_epoch = info.train_size / cfg.global_batch
+    eval_every = max(1, round(cfg.eval_every_epochs * steps_per_epoch)) if cfg.eval_every_epochs else 0
+    epoch_of = lambda step: step / steps_per_epoch  # noqa: E731
 
-    step_times: list[float] = []
-    train_time = 0.0
-    last_eval = None
+    blocks: list[tuple[int, float]] = []  # (steps, seconds) between host reads, compilation excluded
+    wall_before = 0.0  # wall time of earlier attempts (a resumed run)
     start = 0
     ckpt, ckpt_every = None, 0
     if cfg.checkpoint_every_epochs:
-        ckpt_every = max(1, round(cfg.checkpoint_every_epochs * info.train_size / cfg.global_batch))
+        ckpt_every = max(1, round(cfg.checkpoint_every_epochs * steps_per_epoch))
         ckpt = checkpoint.RunCheckpoint(checkpoint.directory(cfg.results_dir, row["run_id"]), world, model,
                                         optimizer, ema_weights)
         start, progress, saved_history = ckpt.restore()  # progress and history: on the chief only
         row["resumed_from_step"] = start
         if progress:
             history[:] = saved_history
-            step_times, train_time = list(progress["step_times"]), float(progress["train_time"])
+            blocks = [tuple(b) for b in progress["blocks"]]
+            wall_before = float(progress["row"].pop("wall_time_s", 0.0))
             row.update(progress["row"])
     train_iter = iter(data.train_dataset(cfg, workers=world.size, rank=world.rank, micro_batch=micro,
                                          accumulation=accumulation, start_step=start))
@@ -257,47 +235,56 @@ def _train(cfg, world, info, micro, accumulation, steps, eval_every, row, histor
     say = bar.write if world.is_chief else (lambda _: None)  # tqdm.write prints even when disabled
     if start:
         say(f"resumed from the checkpoint of step {start}")
+    block_start, block_steps = time.perf_counter(), 0
     for step in range(start + 1, steps + 1):
-        t0 = time.perf_counter()
         loss, lr, diag = train_step(train_iter)
-        loss = _scalar(loss)  # also waits for the step: the clock reads finished work
-        dt_s = time.perf_counter() - t0
-        train_time += dt_s
-        if step > start + WARMUP_STEPS_EXCLUDED:  # the first steps (of a resumed run too) compile
-            step_times.append(dt_s)
-        row.update(steps=step, final_train_loss=loss, wall_time_s=train_time)
-
-        if step % cfg.log_every_steps == 0 or step == steps or not math.isfinite(loss):
-            history.append({"run_id": row["run_id"], "step": step, "epoch": epoch_of(step), "loss": loss,
-                            "lr": _scalar(lr), "time_s": train_time,
-                            **{k: _scalar(v) for k, v in diag.items()}})
+        block_steps += 1
+        first = step == start + 1
+        evaluating = (eval_every and step % eval_every == 0) or step == steps
+        checkpointing = ckpt_every and step % ckpt_every == 0 and step < steps
+        if not (first or step % cfg.log_every_steps == 0 or evaluating or checkpointing):
+            continue
+        loss = _scalar(loss)  # the host reads the step's results: the clock below reads finished work
+        elapsed = time.perf_counter() - block_start
+        if first:
+            row["compile_time_s"] += elapsed
+        else:
+            blocks.append((block_steps, elapsed))
+            row["train_time_s"] += elapsed
+        row.update(steps=step, final_train_loss=loss)
+        history.append({"run_id": row["run_id"], "step": step, "epoch": epoch_of(step), "loss": loss,
+                        "lr": _scalar(lr), "time_s": row["train_time_s"],
+                        **{k: _scalar(v) for k, v in diag.items()}})
         if not math.isfinite(loss):
             row["status"] = "diverged"
             say(f"step {step}: loss is {loss}; the run diverged")
             break
-        ips = cfg.global_batch / dt_s
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{_scalar(lr):.4g}", img_s=f"{ips:,.0f}", refresh=False)
-        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{_scalar(lr):.4g}",
+                        img_s=f"{cfg.global_batch * block_steps / elapsed:,.0f}", refresh=False)
+        bar.update(step - bar.n)
 
-        if (eval_every and step % eval_every == 0) or step == steps:
-            with weights_for_eval():
-                last_eval = evaluate(eval_step, eval_ds, world)
+        if evaluating:
+            t0 = time.perf_counter()
+            ev = evaluator()
+            row["eval_time_s"] += time.perf_counter() - t0
             history.append({"run_id": row["run_id"], "step": step, "epoch": epoch_of(step),
-                            "time_s": train_time, **last_eval})
-            row.update(top1=last_eval["top1"], top5=last_eval["top5"])
-            if cfg.target_top1 and math.isnan(row["steps_to_target"]) and last_eval["top1"] >= cfg.target_top1:
-                row.update(steps_to_target=step, time_to_target_s=train_time)
-            say(f"step {step} (epoch {epoch_of(step):.2f}): loss {loss:.4f}  "
-                      f"top1 {last_eval['top1']:.4f}  top5 {last_eval['top5']:.4f}")
-        if ckpt_every and step % ckpt_every == 0 and step < steps:
-            kept = ("steps", "final_train_loss", "wall_time_s", "top1", "top5", "steps_to_target", "time_to_target_s")
-            ckpt.save(step, {"step_times": step_times, "train_time": train_time,
-                             "row": {k: row[k] for k in kept}}, history)
+                            "time_s": row["train_time_s"], **ev})
+            row.update(top1=ev["top1"], top5=ev["top5"], val_top1=ev.get("val_top1", math.nan))
+            if cfg.target_top1 and math.isnan(row["steps_to_target"]) and ev["top1"] >= cfg.target_top1:
+                row.update(steps_to_target=step, time_to_target_s=row["train_time_s"])
+            say(f"step {step} (epoch {epoch_of(step):.2f}): loss {loss:.4f}  top1 {ev['top1']:.4f}  "
+                f"top5 {ev['top5']:.4f}")
+        if checkpointing:
+            kept = ("steps", "final_train_loss", "top1", "top5", "val_top1", "steps_to_target", "time_to_target_s",
+                    "train_time_s", "compile_time_s", "eval_time_s")
+            ckpt.save(step, {"blocks": blocks, "row": {
+                **{k: row[k] for k in kept}, "wall_time_s": wall_before + time.perf_counter() - wall0}}, history)
+        block_start, block_steps = time.perf_counter(), 0
     bar.close()
 
-    if step_times:
-        ips = cfg.global_batch / np.asarray(step_times)
-        row.update(images_per_s=float(ips.mean()),
-                   images_per_s_ci95=float(1.96 * ips.std(ddof=1)) if len(ips) > 1 else math.nan)
-    if row["status"] != "diverged":
+    row["images_per_s"], row["images_per_s_ci95"] = _throughput(blocks, cfg.global_batch)
+    row["wall_time_s"] = wall_before + time.perf_counter() - wall0
+    if row["status"] == "diverged":  # a diverged run has no accuracy
+        row.update(top1=math.nan, top5=math.nan, val_top1=math.nan)
+    else:
         row["status"] = "complete"

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import optimizers
-from bench import config, schedule, train
+from bench import config, evaluate, schedule, train
 from bench.distributed import World
 from conftest import PYTHON, ROOT, mpirun, requires_horovod
 
@@ -75,7 +75,7 @@ def test_two_workers_equal_one_worker_with_accumulation_two(tmp_path, opt_name):
 
 def test_weight_ema_follows_tf1_formula_and_swaps_back():
     v = keras.Variable(np.zeros(3, np.float32))
-    shadow, update = train.make_weight_ema([v], decay=0.9)
+    shadow, update = evaluate.make_weight_ema([v], decay=0.9)
     want = np.zeros(3)
     for t in range(1, 30):  # update(t) runs after the t-th step, with the new weights
         v.assign(np.full(3, float(t), np.float32))
@@ -83,6 +83,6 @@ def test_weight_ema_follows_tf1_formula_and_swaps_back():
         d = min(0.9, (1 + t) / (10 + t))
         want = d * want + (1 - d) * t
     np.testing.assert_allclose(shadow[0].numpy(), want, rtol=1e-5)
-    with train.swapped_in([v], shadow):
+    with evaluate.swapped_in([v], shadow):
         np.testing.assert_allclose(v.numpy(), want, rtol=1e-5)
     np.testing.assert_array_equal(v.numpy(), np.full(3, 29.0))

@@ -1,0 +1,163 @@
+"""Evaluation: test (and validation) accuracy of the weights being evaluated, with BatchNorm statistics
+that belong to those weights.
+
+BatchNorm's moving averages are not a property of the weights: they trail the weights by roughly
+1 / (1 - momentum) steps, so after a short run at a large learning rate they describe weights that no
+longer exist, and two runs with identical weights but another ``bn_momentum`` evaluate differently.
+``bn_eval = "precise"`` (the default) therefore recomputes every BatchNorm layer's population mean and
+variance from training images with the evaluated weights, as PreciseBN does (Wu & Johnson 2021,
+"Rethinking 'Batch' in BatchNorm", section 3): the network runs in training mode over
+``precise_bn_images`` training images (each rank its share, evaluation's preprocessing: no augmentation),
+each layer's input mean and E[x^2] are summed over batches and ranks (one Horovod allreduce, in float64),
+and mean = E[x], variance = E[x^2] - E[x]^2 (population, biased: what Keras stores). Every rank then holds
+the same statistics. The layers' own moving statistics are restored afterwards, so training, checkpoints
+and resumption never see the recomputed ones. ``bn_eval = "moving"`` evaluates with the moving averages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bench import data, distributed
+from bench.config import RunConfig
+from bench.distributed import World
+
+
+def make_weight_ema(variables, decay: float):
+    """Shadow copies of ``variables`` and an ``update(step)`` that moves them towards the variables.
+
+    decay_t = min(decay, (1 + t) / (10 + t)), as TF1's ExponentialMovingAverage with num_updates, which
+    the authors' CIFAR code evaluates with; without the warm-up a 0.9999 average of a short run would
+    still be mostly the initial weights.
+    """
+    shadow = [tf.Variable(v.value, trainable=False) for v in variables]
+
+    def update(step):
+        t = tf.cast(step, tf.float32)
+        d = tf.minimum(decay, (1.0 + t) / (10.0 + t))
+        for s, v in zip(shadow, variables, strict=True):
+            s.assign(d * s + (1.0 - d) * v)
+
+    return shadow, update
+
+
+@contextlib.contextmanager
+def swapped_in(variables, values):
+    """Temporarily give ``variables`` the ``values`` (EMA weights, recomputed BN statistics)."""
+    backup = [tf.identity(v.value) for v in variables]
+    for v, x in zip(variables, values, strict=True):
+        v.assign(x)
+    try:
+        yield
+    finally:
+        for v, x in zip(variables, backup, strict=True):
+            v.assign(x)
+
+
+def make_eval_step(model, num_classes: int):
+    """A tf.function(images, labels) -> [correct top-1, correct top-5, summed loss, count]."""
+    k5 = min(5, num_classes)
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(images, labels):
+        logits = model(images, training=False)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))
+        top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k5), tf.float32))
+        return tf.stack([top1, top5, tf.reduce_sum(losses), tf.cast(tf.size(labels), tf.float32)])
+
+    return eval_step
+
+
+def accuracy(eval_step, dataset, world: World) -> dict:
+    """Top-1, top-5 and mean loss over a whole split (each rank its shard, summed over ranks)."""
+    totals = tf.zeros(4)
+    for images, labels in dataset:
+        totals += eval_step(images, labels)
+    top1, top5, loss_sum, n = distributed.sum_over_workers(totals, world, "eval").numpy().tolist()
+    return {"top1": top1 / n, "top5": top5 / n, "eval_loss": loss_sum / n}
+
+
+def batchnorm_layers(model) -> list:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def make_precise_bn(model, world: World):
+    """A function(dataset) -> [mean_0, var_0, mean_1, var_1, ...] (float32 numpy, one pair per BatchNorm
+    layer in ``batchnorm_layers`` order): population statistics of each layer's input over every rank's
+    share of ``dataset``, the network in training mode. It moves the layers' moving statistics as a side
+    effect (training mode); the caller restores them."""
+    layers = batchnorm_layers(model)
+    probe = keras.Model(model.inputs, [layer.input for layer in layers])
+
+    @tf.function(reduce_retracing=True)
+    def moments(images):
+        xs = probe(images, training=True)
+        out = []
+        for x in xs if isinstance(xs, list | tuple) else [xs]:  # one layer: Keras returns the tensor itself
+            axes = list(range(len(x.shape) - 1))
+            out += [tf.reduce_mean(x, axes), tf.reduce_mean(tf.square(x), axes)]
+        return out
+
+    def population(dataset) -> list[np.ndarray]:
+        sums, count = None, 0
+        for images, _ in dataset:
+            n = int(images.shape[0])
+            batch = [n * m.numpy().astype(np.float64) for m in moments(images)]
+            sums = batch if sums is None else [s + b for s, b in zip(sums, batch, strict=True)]
+            count += n
+        sizes = [len(s) for s in sums]
+        flat = np.concatenate([[count], *sums])
+        flat = distributed.sum_over_workers(tf.constant(flat), world, "precise_bn").numpy()
+        total, parts = flat[0], np.split(flat[1:], np.cumsum(sizes)[:-1])
+        stats = []
+        for mean_sum, sq_sum in zip(parts[0::2], parts[1::2], strict=True):
+            mean = mean_sum / total
+            stats += [mean.astype(np.float32), np.maximum(sq_sum / total - mean**2, 0.0).astype(np.float32)]
+        return stats
+
+    return population
+
+
+def make_evaluator(cfg: RunConfig, model, world: World, num_classes: int, ema_weights=()):
+    """A function() -> {"top1", "top5", "eval_loss"[, "val_top1"]} evaluating the current weights (the EMA
+    weights when ``cfg.eval_ema``), with BatchNorm statistics per ``cfg.bn_eval``. The model is left as
+    it was found."""
+    eval_step = make_eval_step(model, num_classes)
+    test = data.eval_dataset(cfg, workers=world.size, rank=world.rank, batch=cfg.eval_batch)
+    val = (data.eval_dataset(cfg, workers=world.size, rank=world.rank, batch=cfg.eval_batch, split="validation")
+           if cfg.validation_size else None)
+    layers = batchnorm_layers(model)
+    moving = [v for layer in layers for v in (layer.moving_mean, layer.moving_variance)]
+    precise = None
+    if cfg.bn_eval == "precise" and layers:
+        precise = make_precise_bn(model, world)
+        bn_data = data.precise_bn_dataset(cfg, workers=world.size, rank=world.rank,
+                                          batch=min(cfg.per_worker_batch, cfg.eval_batch))
+
+    def measure() -> dict:
+        out = accuracy(eval_step, test, world)
+        if val is not None:
+            out["val_top1"] = accuracy(eval_step, val, world)["top1"]
+        return out
+
+    def evaluate() -> dict:
+        weights = (swapped_in(model.trainable_variables, ema_weights) if cfg.eval_ema
+                   else contextlib.nullcontext())
+        with weights:
+            if precise is None:
+                return measure()
+            backup = [tf.identity(v.value) for v in moving]
+            try:
+                for v, x in zip(moving, precise(bn_data), strict=True):
+                    v.assign(x)
+                return measure()
+            finally:  # the layers' own moving statistics, as training left them
+                for v, x in zip(moving, backup, strict=True):
+                    v.assign(x)
+
+    return evaluate
