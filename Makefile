@@ -12,13 +12,16 @@ SWEEP ?= experiments/$(PROFILE).toml
 PAPER_DATASET ?= $(if $(findstring imagenet,$(PROFILE)),imagenet,cifar100)
 WORKERS ?= 2
 PACK ?= 1
+JOBS ?= 2
+TASKS ?= $(shell echo $$(( $(WORKERS) * $(PACK) )))
 
 # Open MPI refuses to run as root unless told; containers and CI run as root.
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install apt test test-fast lint smoke bench sweep report reproduce-figures clean help
+.PHONY: install apt test test-fast lint smoke bench sweep report reproduce-figures clean help \
+	install-slurm slurm-sweep
 
 help:
 	@echo "make install     apt packages, .venv, TensorFlow, Horovod (built from source), this project"
@@ -29,6 +32,8 @@ help:
 	@echo "make reproduce-figures  install + sweep PROFILE=$(PROFILE) + figures and claims in figures/$(PROFILE)/"
 	@echo "make report      figures and claims.md from results/$(PROFILE) (no training)"
 	@echo "make lint        ruff"
+	@echo "make install-slurm  slurm-wlm + munge from Debian (for tests/test_slurm.py's one-node cluster)"
+	@echo "make slurm-sweep SWEEP=... JOBS=$(JOBS) TASKS=$(TASKS) PACK=$(PACK)  sbatch a JOBS-job array sharing the sweep"
 
 install: apt $(VENV)/.stamp-project
 
@@ -91,6 +96,23 @@ reproduce-figures: install
 
 report: install
 	$(PY) -m bench report results/$(PROFILE) --out figures --paper-dataset $(PAPER_DATASET)
+
+# Slurm from Debian (22.05): kept out of `make install`; .ci/run installs it so `make test` runs tests/test_slurm.py.
+install-slurm:
+	@if ! dpkg -s slurm-wlm munge >/dev/null 2>&1; then \
+	  echo "installing Debian packages: slurm-wlm munge"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; \
+	fi
+
+# A JOBS-job array on one sweep file, TASKS tasks each (= workers per run x PACK); the jobs share its runs.
+slurm-sweep:
+	@job=$$(sbatch --parsable --array=0-$$(( $(JOBS) - 1 )) -n $(TASKS) experiments/slurm/sweep.sbatch \
+	  $(SWEEP) --pack $(PACK)) && job=$${job%%;*} && \
+	echo "submitted job array $$job: $(JOBS) job(s) x $(TASKS) task(s) on $(SWEEP), --pack $(PACK)" && \
+	echo "  queue:   squeue -j $$job" && \
+	echo "  logs:    tail -f slurm-bench-sweep-$${job}_*.out" && \
+	echo "  runs:    $(PY) -m bench sweep $(SWEEP) --workers $$(( $(TASKS) / $(PACK) )) --pack $(PACK) --dry-run" && \
+	echo "  cancel:  scancel $$job"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
