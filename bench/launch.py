@@ -13,8 +13,12 @@ def under_mpi(environ=os.environ) -> bool:
 
 
 def mpi_size(environ=os.environ) -> int:
-    """The number of MPI ranks the launcher started (0 when unknown)."""
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
+    """The number of MPI ranks the launcher started (0 when unknown). ``srun --mpi=pmix`` sets PMIX_RANK but
+    no size variable of MPI's: its step's task count is Slurm's."""
+    sources = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
+    if "PMIX_RANK" in environ:
+        sources += ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS")
+    for var in sources:
         if environ.get(var, "").isdigit():
             return int(environ[var])
     return 0

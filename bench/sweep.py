@@ -109,15 +109,19 @@ def status(sweep: Sweep, workers: int):
     """One row per run: the grid values, its run_id on ``workers`` ranks, and done / pending / failed."""
     import pandas as pd
 
-    from bench import results
+    from bench import claims, results
 
-    stored = {folder: results.load_runs(folder) for folder in {cfg.results_dir for cfg in sweep.runs}}
+    folders = {cfg.results_dir for cfg in sweep.runs}
+    stored = {folder: results.load_runs(folder) for folder in folders}
+    running = {c.get("run_id"): c for folder in folders for c in claims.active_claims(folder)}
     rows = []
     for cfg in sweep.runs:
         rid = cfg.run_id(workers)
         found = stored[cfg.results_dir]
         found = found[found.run_id == rid]
         state = "pending"
+        if rid in running:  # claimed: being trained (or its owner died: taken over within the lease)
+            state = f"running ({running[rid].get('host')}:{running[rid].get('pid')})"
         if found.status.isin(["complete", "diverged"]).any():
             state = found[found.status.isin(["complete", "diverged"])].status.iloc[-1]
         elif len(found):
