@@ -52,6 +52,32 @@ line_search = "online"
     assert {c.steps for c in sweep.load(path, ["steps=5"]).runs} == {5}
 
 
+def test_several_grids_are_a_union_and_optimizers_get_their_own_fields(tmp_path):
+    path = _write(tmp_path, """
+steps = 3
+[[grid]]
+optimizer = ["momentum", "lamb"]
+global_batch = [64, 128]
+[[grid]]
+optimizer = ["momentum", "lamb"]
+global_batch = [128]
+seed = [0, 1]
+[optimizer_overrides.lamb]
+base_lr = [0.01, 0.02]
+warmup_fraction = 0.25
+""")
+    s = sweep.load(path)
+    points = sorted((c.optimizer, c.global_batch, c.seed, c.base_lr, c.warmup_fraction) for c in s.runs)
+    # grid 1: momentum x 2 batches + lamb x 2 batches x its 2 rates; grid 2 adds seed 1 at batch 128
+    # (its seed-0 points are grid 1's, not repeated)
+    assert points == [
+        ("lamb", 64, 0, 0.01, 0.25), ("lamb", 64, 0, 0.02, 0.25),
+        ("lamb", 128, 0, 0.01, 0.25), ("lamb", 128, 0, 0.02, 0.25),
+        ("lamb", 128, 1, 0.01, 0.25), ("lamb", 128, 1, 0.02, 0.25),
+        ("momentum", 64, 0, 0.1, 0.125), ("momentum", 128, 0, 0.1, 0.125), ("momentum", 128, 1, 0.1, 0.125)]
+    assert s.grid["base_lr"] == [0.01, 0.02] and s.grid["seed"] == [0, 1]
+
+
 @pytest.mark.parametrize("body, words", [
     ("[grid]\nepochz = [1, 2]", ["epochz", "valid", "global_batch"]),
     ("[grid]\nglobal_batch = 64", ["global_batch = 64", "non-empty list"]),
@@ -61,6 +87,9 @@ line_search = "online"
     ("[grid]\nglobal_batch = [64]\n[optimizer_hparams.adamw]\nx = 1", ["adamw", "valid"]),
     ("[grid]\nsweep = [\"a\", \"b\"]", ["sweep", "[grid]"]),
     ("[grid]\noptimizer = [\"momentum\"]\n[optimizer_hparams.momentum]\nrho = 0.9", ["rho", "momentum"]),
+    ("[grid]\nseed = [0]\n[optimizer_overrides.adamw]\nbase_lr = 0.1", ["optimizer_overrides", "adamw", "valid"]),
+    ("[grid]\nseed = [0]\n[optimizer_overrides.lamb]\nbase_lrr = 0.1", ["base_lrr", "not a run config field"]),
+    ("[grid]\nseed = [0]\n[optimizer_overrides.lamb]\noptimizer = \"sgd\"", ["cannot set optimizer"]),
 ])
 def test_bad_sweep_files_are_one_line_errors(tmp_path, body, words):
     with pytest.raises(ConfigError) as e:
