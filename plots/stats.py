@@ -1,0 +1,303 @@
+"""Which runs are seeds of one configuration, and the intervals the figures and claims draw.
+
+A *configuration* is every field that changes training except the seed. The trainer writes its hash as
+``config_id``; rows of older folders lack it and get it from their ``config`` JSON here (``config_key``),
+the one place that decides which runs may be averaged. Figures and claims average over the seeds of one
+configuration only, and never across configurations.
+
+Intervals: a mean over seeds gets a 95 % Student t interval, mean +- t(0.975, n - 1) sd / sqrt(n) (none for
+one seed); a difference of two configurations' means gets Welch's t interval. The t quantile is computed
+here (the regularized incomplete beta function, inverted by bisection) so that no SciPy is needed.
+
+Diverged runs (status ``diverged``; their top-1 is NaN) are failures of their configuration: it keeps
+its seed count and divergence count, and its mean top-1 is undefined (NaN), never the mean of the seeds
+that survived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+FINISHED = ("complete", "diverged")
+# Fields that change no training (bench.config.NOT_TRAINING; plots reads only the results tables, so the
+# list is repeated here and tests/test_plots.py checks the two agree).
+NOT_TRAINING = ("sweep", "output_dir", "log_every_steps", "checkpoint_every_epochs", "eval_every_epochs",
+                "eval_batch", "target_top1")
+# Fields a series runs across (a figure's x axis or panels), left out of the labels that tell series apart.
+POINT_FIELDS = ("optimizer", "global_batch", "epochs", "steps")
+# What one tunes per optimizer: the learning rate and the optimizer's own hyperparameters.
+TUNING_FIELDS = ("base_lr", "hparams")
+# training-set sizes, for the steps-per-epoch mapping between a profile and the paper
+TRAIN_SIZES = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+
+
+# ---- Student t -------------------------------------------------------------------------------------
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 1000):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_fraction(a, b, x) / a
+    return 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` (> 0, not necessarily whole) degrees of freedom."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on ``t_cdf``)."""
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise ValueError(f"t_quantile(p={p}, df={df}): need 0 < p < 1 and df > 0")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, 2.0 * hi
+    while hi - lo > 1e-12 * hi:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def mean_ci(values) -> tuple[float, float, int]:
+    """(mean, half-width of the 95 % Student t interval, n) of seeds' values; half-width NaN for n < 2."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, 0
+    if n == 1:
+        return float(x[0]), math.nan, 1
+    return float(x.mean()), t_quantile(0.975, n - 1) * float(x.std(ddof=1)) / math.sqrt(n), n
+
+
+def welch(a, b) -> tuple[float, float, float]:
+    """mean(a) - mean(b) and its 95 % Welch t interval (Welch-Satterthwaite degrees of freedom)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("Welch's interval needs at least 2 values on each side")
+    diff = float(a.mean() - b.mean())
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = t_quantile(0.975, df) * math.sqrt(va + vb)
+    return diff, diff - half, diff + half
+
+
+def verdict(low: float | None, high: float | None) -> str:
+    """``holds`` when the gain's interval is above 0, ``fails`` when below, else ``inconclusive``."""
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return "inconclusive"
+    return "holds" if low > 0 else "fails" if high < 0 else "inconclusive"
+
+
+# ---- configurations --------------------------------------------------------------------------------
+
+
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that ended as a result (complete or diverged), the latest row of each run_id."""
+    done = runs[runs.status.isin(FINISHED)]
+    return done.drop_duplicates("run_id", keep="last").reset_index(drop=True)
+
+
+def _canonical(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return str(value)
+
+
+def _present(row: dict, column: str) -> bool:
+    value = row.get(column)
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value is not pd.NA
+
+
+def training_fields(row: dict) -> dict:
+    """The fields of one runs row that change training, seed excluded, canonical (numbers as floats).
+
+    From the row's ``config`` JSON without the fields that change no training; the columns the runs
+    table records for itself (optimizer, batch, dataset, model, workers, the resolved hyperparameters)
+    take precedence, and ``workers`` is added (BatchNorm statistics are per worker).
+    """
+    cfg = json.loads(row["config"]) if _present(row, "config") else {}
+    fields = {k: v for k, v in cfg.items() if k not in NOT_TRAINING and k != "seed"}
+    for column in ("optimizer", "global_batch", "dataset", "model", "workers"):
+        if _present(row, column):
+            fields[column] = row[column]
+    if _present(row, "hparams"):
+        fields["hparams"] = json.loads(row["hparams"]) if isinstance(row["hparams"], str) else row["hparams"]
+    if "epochs" not in fields and "steps" not in fields:
+        fields["epochs"] = budget_epochs(row)
+    return _canonical(fields)
+
+
+def budget_epochs(row: dict) -> float:
+    """A run's epoch budget: the configured ``epochs`` (from ``config``) unless a step budget was set,
+    else the ``epochs`` column (steps actually run x batch / training-set size) rounded to 0.01."""
+    cfg = json.loads(row["config"]) if _present(row, "config") else {}
+    if "epochs" in cfg and not cfg.get("steps"):
+        return float(cfg["epochs"])
+    return round(float(row["epochs"]), 2)
+
+
+def _hash(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_key(runs: pd.DataFrame) -> pd.Series:
+    """``config_id`` of every row: the trainer's column where it has one, else the hash of
+    ``training_fields`` (old folders). Same value = seeds of one configuration."""
+    written = runs.config_id if "config_id" in runs else pd.Series(None, index=runs.index, dtype=object)
+    derived = [w if isinstance(w, str) and w else "derived-" + _hash(training_fields(r))
+               for w, r in zip(written, runs.to_dict("records"), strict=True)]
+    return pd.Series(derived, index=runs.index, name="config_id", dtype=object)
+
+
+def _flat(fields: dict) -> dict:
+    out = {k: v for k, v in fields.items() if k != "hparams"}
+    out.update({f"hparams.{k}": v for k, v in (fields.get("hparams") or {}).items()})
+    return out
+
+
+def _fmt(value) -> str:
+    if value is _MISSING:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+_MISSING = object()
+
+
+def labels(fields: list[dict], skip: tuple = POINT_FIELDS) -> list[str]:
+    """Per configuration: ``key=value`` of the fields that differ between the configurations (hparams
+    only between configurations of one optimizer; ``skip`` never), e.g. "base_lr=0.2, bn_momentum=0.9"."""
+    flat = [_flat(f) for f in fields]
+    keys = sorted({k for f in flat for k in f} - set(skip))
+
+    def differs(group):
+        return [k for k in keys if len({json.dumps(f.get(k, "<missing>"), sort_keys=True) for f in group}) > 1]
+
+    common = [k for k in differs(flat) if not k.startswith("hparams.")]
+    per_opt = {}
+    for f in flat:
+        opt = f.get("optimizer")
+        if opt not in per_opt:
+            per_opt[opt] = [k for k in differs([g for g in flat if g.get("optimizer") == opt])
+                            if k.startswith("hparams.")]
+    return [", ".join(f"{k}={_fmt(f.get(k, _MISSING))}" for k in common + per_opt[f.get("optimizer")])
+            for f in flat]
+
+
+def prepare(runs: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs with ``config_id``, ``budget`` (epochs), ``diverged`` (status diverged or no top-1),
+    ``label`` (what tells its configuration apart from the folder's others) and ``setting`` (the same
+    without the tuning fields: base_lr and hparams); one row per (configuration, seed), the latest."""
+    done = finished(runs)
+    if done.empty:
+        return done.assign(config_id=[], budget=[], diverged=[], label=[], setting=[])
+    records = done.to_dict("records")
+    fields = [training_fields(r) for r in records]
+    done = done.assign(config_id=config_key(done).to_numpy(), budget=[budget_epochs(r) for r in records],
+                       diverged=(done.status == "diverged") | done.top1.isna(), label=labels(fields),
+                       setting=labels(fields, POINT_FIELDS + ("base_lr",) + _hparam_keys(fields)))
+    return done.drop_duplicates(["config_id", "seed"], keep="last").reset_index(drop=True)
+
+
+def _hparam_keys(fields: list[dict]) -> tuple:
+    return tuple(sorted({f"hparams.{k}" for f in fields for k in (f.get("hparams") or {})}))
+
+
+def summarize(prepared: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: optimizer, global_batch, epochs (budget), label, setting, n_seeds,
+    n_diverged, top1_mean / top1_half (95 % Student t over seeds) / top1_low / top1_high (NaN when a seed
+    diverged), top1_values, val_top1_mean (NaN unless every seed has one), base_lr, seeds, git_commits."""
+    rows = []
+    for cid, g in prepared.groupby("config_id", sort=False):
+        first = g.iloc[0]
+        n_div = int(g.diverged.sum())
+        mean, half, _ = mean_ci(g.top1) if n_div == 0 else (math.nan, math.nan, 0)
+        val = g.val_top1.astype(float) if "val_top1" in g else pd.Series([math.nan])
+        commits = sorted(set(g.git_commit.dropna().astype(str))) if "git_commit" in g else []
+        rows.append({"config_id": cid, "optimizer": first.optimizer, "global_batch": int(first.global_batch),
+                     "epochs": float(first.budget), "label": first.label, "setting": first.setting,
+                     "n_seeds": len(g), "n_diverged": n_div, "top1_mean": mean, "top1_half": half,
+                     "top1_low": mean - half, "top1_high": mean + half, "top1_values": g.top1.tolist(),
+                     "val_top1_mean": float(val.mean()) if n_div == 0 and val.notna().all() else math.nan,
+                     "base_lr": _base_lr(dict(first)), "seeds": sorted(int(s) for s in g.seed),
+                     "steps": int(g.steps.max()), "git_commits": commits})
+    return pd.DataFrame(rows)
+
+
+def _base_lr(row: dict) -> float:
+    if _present(row, "base_lr"):
+        return float(row["base_lr"])
+    cfg = json.loads(row["config"]) if _present(row, "config") else {}
+    return float(cfg.get("base_lr", math.nan))
+
+
+def shared_budgets(prepared: pd.DataFrame) -> list[float]:
+    """The epoch budgets run at every global batch; if none is, the most common one (the budget run at
+    the most batches, then with the most runs, then the largest)."""
+    if prepared.empty:
+        return []
+    at = prepared.groupby("budget").global_batch.nunique()
+    every = sorted(at[at == prepared.global_batch.nunique()].index)
+    if every:
+        return [float(b) for b in every]
+    count = prepared.groupby("budget").size()
+    return [float(max(at.index, key=lambda b: (at[b], count[b], b)))]
+
+
+def series_name(optimizer: str, label: str) -> str:
+    return f"{optimizer}, {label}" if label else optimizer
+
+
+def train_size(runs: pd.DataFrame) -> int:
+    """The training-set size of the runs' dataset (one dataset per sweep), held-out validation excluded."""
+    datasets = runs.dataset.unique()
+    if len(datasets) != 1:
+        raise ValueError(f"runs of one dataset expected; got {', '.join(map(str, datasets))}")
+    cfg = json.loads(runs.config.iloc[0]) if "config" in runs else {}
+    size = TRAIN_SIZES[datasets[0]] if datasets[0] in TRAIN_SIZES else int(cfg["synthetic_train_size"])
+    return size - int(cfg.get("validation_size", 0))
