@@ -12,6 +12,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of the progress bar
 
+from bench.launch import share_cores  # noqa: E402  (light: no TensorFlow)
+
+share_cores()  # before TensorFlow starts: its thread pools are sized once, from these variables
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])

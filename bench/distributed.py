@@ -21,15 +21,11 @@ from dataclasses import dataclass, field
 import tensorflow as tf
 
 from bench.config import ConfigError
-from bench.launch import under_mpi
+from bench.launch import threads_per_process, under_mpi
 
 # Horovod's stall inspector warns after CHECK s and, as a backstop, shuts Horovod down after SHUTDOWN s of a
 # collective that some ranks never join (a rank stuck outside any collective); the user's values win.
 STALL_CHECK_S, STALL_SHUTDOWN_S = 30, 90
-# Launcher variables: ranks on this host, counting every process (packed groups included).
-_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "HOROVOD_LOCAL_SIZE")
-
-
 @dataclass(frozen=True)
 class World:
     """Where this process sits: rank and size of its Horovod group, and its place on the host.
@@ -47,19 +43,6 @@ class World:
     @property
     def is_chief(self) -> bool:
         return self.rank == 0
-
-
-def processes_on_host(environ, group_local_size: int) -> int:
-    """How many processes share this host: the launcher's count (every packed group), else Horovod's."""
-    for var in _LOCAL_SIZE_VARS:
-        if environ.get(var, "").isdigit() and int(environ[var]) > 0:
-            return int(environ[var])
-    return max(1, group_local_size)
-
-
-def threads_per_process(environ, group_local_size: int, cores: int | None = None) -> int:
-    """The host's cores shared among every process on it (at least 1)."""
-    return max(1, (cores or os.cpu_count() or 1) // processes_on_host(environ, group_local_size))
 
 
 def _set_threads(n: int) -> None:

@@ -24,6 +24,37 @@ def mpi_size(environ=os.environ) -> int:
     return 0
 
 
+# Launcher variables: processes on this host, counting every process (packed groups included).
+_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "HOROVOD_LOCAL_SIZE")
+
+
+def processes_on_host(environ=os.environ, group_local_size: int = 1) -> int:
+    """How many processes share this host: the launcher's count (every packed group), else ``group_local_size``."""
+    for var in _LOCAL_SIZE_VARS:
+        if environ.get(var, "").isdigit() and int(environ[var]) > 0:
+            return int(environ[var])
+    return max(1, group_local_size)
+
+
+def threads_per_process(environ=os.environ, group_local_size: int = 1, cores: int | None = None) -> int:
+    """The host's cores shared among every process on it (at least 1)."""
+    return max(1, (cores or os.cpu_count() or 1) // processes_on_host(environ, group_local_size))
+
+
+def share_cores(environ=os.environ) -> int:
+    """Give TensorFlow this process's share of the cores through its environment variables, which it reads
+    when its runtime starts: call before anything creates a tensor (config validation builds an optimizer,
+    so bench.distributed.init's set_*_parallelism_threads would come too late). The user's values win;
+    values this function set in a parent process (a sweep that re-launches itself under mpirun) do not."""
+    if environ.get("BENCH_THREADS_SET_BY") == "bench" or "TF_NUM_INTRAOP_THREADS" not in environ:
+        n = str(threads_per_process(environ))
+        environ.update(TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n, BENCH_THREADS=n,
+                       BENCH_THREADS_SET_BY="bench")
+    else:  # the user's own setting
+        environ.setdefault("BENCH_THREADS", environ["TF_NUM_INTRAOP_THREADS"])
+    return int(environ["BENCH_THREADS"])
+
+
 def relaunch_command(argv: list[str], workers: int, pack: int) -> list[str]:
     """``mpirun -np workers*pack python -m bench ...``: the same command, under MPI."""
     mpirun = shutil.which("mpirun") or "mpirun"

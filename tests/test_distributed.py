@@ -10,3 +10,23 @@ def test_node_local_rank_counts_every_process_on_the_host():
     assert node_local_rank({"MPI_LOCALRANKID": "3", "SLURM_LOCALID": "7"}, 0) == 3  # the launcher's own first
     assert node_local_rank({}, 1) == 1  # no launcher variable (horovodrun --gloo sets HOROVOD_LOCAL_RANK)
     assert node_local_rank({"OMPI_COMM_WORLD_LOCAL_RANK": ""}, 2) == 2
+
+
+def test_cores_are_shared_among_every_process_on_the_host():
+    from bench import launch
+
+    # two packed groups of 2 ranks on a 4-core host: Open MPI counts all 4 processes, Horovod's 2
+    assert launch.threads_per_process({"OMPI_COMM_WORLD_LOCAL_SIZE": "4"}, group_local_size=2, cores=4) == 1
+    assert launch.threads_per_process({}, group_local_size=2, cores=4) == 2
+    assert launch.threads_per_process({"OMPI_COMM_WORLD_LOCAL_SIZE": "8"}, cores=4) == 1  # never 0
+    env = {"OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
+    launch.share_cores(env)  # on this machine's cores, shared by 2
+    n = str(max(1, (__import__("os").cpu_count() or 1) // 2))
+    assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == env["BENCH_THREADS"] == n
+    # a parent's values (a sweep re-launching itself under mpirun) are recomputed; a user's are kept
+    child = {**env, "OMPI_COMM_WORLD_LOCAL_SIZE": "1"}
+    launch.share_cores(child)
+    assert child["BENCH_THREADS"] == str(__import__("os").cpu_count() or 1)
+    user = {"TF_NUM_INTRAOP_THREADS": "3"}
+    launch.share_cores(user)
+    assert user["TF_NUM_INTRAOP_THREADS"] == user["BENCH_THREADS"] == "3"
