@@ -7,7 +7,8 @@ Rules (also written into both files):
 
 - One configuration per side (``stats.prepare``): a claim compares the seeds of one NLCG configuration with
   the seeds of one baseline configuration, at one (batch, budget) and one *setting* (the fields other than
-  the optimizer's own: base_lr and hparams). The best baseline is the baseline configuration (rmsprop,
+  the optimizer's own: base_lr, hparams, and fields whose values differ between optimizers, such as a
+  sweep's per-optimizer overrides; ``stats.tuning_keys``). The best baseline is the baseline configuration (rmsprop,
   momentum, sgd, lars, lamb) with the highest mean test top-1: chosen on test, which favours the baseline.
 - The gain is 100 x (NLCG mean - baseline mean) with Welch's 95 % t interval; the verdict is ``holds``
   when its low end is above 0, ``fails`` when its high end is below 0, else ``inconclusive`` (also when a
@@ -16,9 +17,10 @@ Rules (also written into both files):
   the seeds that survived); a baseline configuration with a diverged seed has no mean and cannot be the
   best baseline; it is listed in ``baselines_excluded`` with its count, because excluding it can make
   NLCG's comparison easier. No baseline left: ``inconclusive``.
-- Tuned claims (``tuned_claims``), when an optimizer has several configurations at a point that differ
-  in base_lr or hparams: each optimizer at its configuration with the best mean ``val_top1`` (the held-out
-  validation split), the best baseline likewise chosen on validation, both reported on test top-1.
+- Tuned claims (``tuned_claims``), when an optimizer has several configurations at a point and setting
+  (so differing only in its own fields: base_lr, hparams, overrides): each optimizer at its configuration
+  with the best mean ``val_top1`` (the held-out validation split), the best baseline likewise chosen on
+  validation, both reported on test top-1.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ DIVERGENCE_RULE = ("A diverged seed is a failure of its configuration, whose mea
                    "the mean of the surviving seeds). An NLCG configuration with a diverged seed fails. A baseline "
                    "configuration with a diverged seed cannot be the best baseline; it is listed under "
                    "baselines_excluded, since leaving it out can make NLCG's comparison easier.")
-TUNED_RULE = ("Each optimizer at its configuration (base_lr, hparams) with the best mean val_top1 on the held-out "
-              "validation split; the best baseline chosen on validation too; both reported on test top-1.")
+TUNED_RULE = ("Each optimizer at its configuration (base_lr, hparams, its own overrides) with the best mean val_top1 "
+              "on the held-out validation split; the best baseline chosen on validation too; both reported on test "
+              "top-1.")
 
 
 def paper_gains(reference: pd.DataFrame) -> pd.DataFrame:

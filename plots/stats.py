@@ -30,7 +30,8 @@ NOT_TRAINING = ("sweep", "output_dir", "log_every_steps", "checkpoint_every_epoc
                 "eval_batch", "target_top1")
 # Fields a series runs across (a figure's x axis or panels), left out of the labels that tell series apart.
 POINT_FIELDS = ("optimizer", "global_batch", "epochs", "steps")
-# What one tunes per optimizer: the learning rate and the optimizer's own hyperparameters.
+# What one tunes per optimizer: the learning rate and the optimizer's own hyperparameters, and any field
+# whose values differ between optimizers (a sweep's [optimizer_overrides.NAME], see ``tuning_keys``).
 TUNING_FIELDS = ("base_lr", "hparams")
 # training-set sizes, for the steps-per-epoch mapping between a profile and the paper
 TRAIN_SIZES = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
@@ -240,12 +241,22 @@ def prepare(runs: pd.DataFrame) -> pd.DataFrame:
     fields = [training_fields(r) for r in records]
     done = done.assign(config_id=config_key(done).to_numpy(), budget=[budget_epochs(r) for r in records],
                        diverged=(done.status == "diverged") | done.top1.isna(), label=labels(fields),
-                       setting=labels(fields, POINT_FIELDS + ("base_lr",) + _hparam_keys(fields)))
+                       setting=labels(fields, POINT_FIELDS + tuning_keys(fields)))
     return done.drop_duplicates(["config_id", "seed"], keep="last").reset_index(drop=True)
 
 
-def _hparam_keys(fields: list[dict]) -> tuple:
-    return tuple(sorted({f"hparams.{k}" for f in fields for k in (f.get("hparams") or {})}))
+def tuning_keys(fields: list[dict]) -> tuple:
+    """The fields an optimizer is tuned in: base_lr, every hparams.*, and each field whose set of values
+    differs between optimizers (an optimizer's own fields, e.g. its learning-rate grid or init_lr). The rest
+    (fields every optimizer was run at alike, e.g. a bn_momentum axis) make the *setting* a claim holds in."""
+    flat = [_flat(f) for f in fields]
+    keys = {k for f in flat for k in f} - set(POINT_FIELDS)
+    per_opt: dict = {}
+    for f in flat:
+        for k in keys:
+            per_opt.setdefault(k, {}).setdefault(f.get("optimizer"), set()).add(json.dumps(f.get(k), sort_keys=True))
+    own = {k for k, sets in per_opt.items() if len({frozenset(v) for v in sets.values()}) > 1}
+    return tuple(sorted(own | {"base_lr"} | {k for k in keys if k.startswith("hparams.")}))
 
 
 def summarize(prepared: pd.DataFrame) -> pd.DataFrame:
