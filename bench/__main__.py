@@ -24,14 +24,35 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="TOML run config (experiments/*.toml); defaults if omitted")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (TOML value), e.g. --set epochs=3 --set hparams.momentum=0.8")
-    b = sub.add_parser("perf", help="time every optimizer's train step on one workload (ratios to the first)")
-    b.add_argument("--config", help="TOML run config giving the workload")
+    b = sub.add_parser("perf", help="time every optimizer's train step on one workload (ratios to the first); "
+                       "with --json, every bench.json ratio (see bench/perf.py)")
+    b.add_argument("--config", help="TOML run config giving the workload (--json without it: resnet8, "
+                   "Fashion-MNIST, global batch 256)")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    b.add_argument("--optimizers", default="momentum,nlcg-fr,nlcg-pr,rmsprop,lars,lamb",
-                   help="comma-separated registry names; the first is the baseline")
+    b.add_argument("--optimizers", default=None,
+                   help="comma-separated registry names; the first is the baseline "
+                   "(default momentum,nlcg-fr,nlcg-pr,rmsprop,lars,lamb; --json: the first four; "
+                   "--json --quick: momentum,nlcg-fr)")
     b.add_argument("--steps", type=int, default=10, help="timed steps per optimizer per round")
     b.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     b.add_argument("--out", help="also write the table to this CSV file")
+    b.add_argument("--json", help="measure every bench.json entry (outside mpirun: it launches its own "
+                   "workers), write it to this file and print it as a table")
+    b.add_argument("--quick", action="store_true", help="with --json: reduced sizes, to check the machinery")
+    j = sub.add_parser("project", help="projected hours of the paper's ResNet-50 / ImageNet run on N GPUs "
+                       "(a model fed by bench.json, not a measurement; see bench/project.py)")
+    j.add_argument("--bench", default="results/bench/bench.json", help="bench.json from perf --json")
+    j.add_argument("--gpus", default="64,128,256,512,1024", help="comma-separated GPU counts")
+    j.add_argument("--bandwidth-gbps", type=float, default=100.0,
+                   help="ring link bandwidth, Gbit/s (100: InfiniBand EDR; 1200: NVLink 2 within a node)")
+    j.add_argument("--latency-us", type=float, default=5.0, help="per-message latency of the ring, microseconds")
+    j.add_argument("--images-per-s-per-gpu", type=float, default=1270.0,
+                   help="ResNet-50 training throughput of one GPU (1270: V100, mixed precision; an assumption)")
+    j.add_argument("--optimizer-speedup", type=float, default=None,
+                   help="GPU / this CPU speed of an optimizer step (default: 900 GB/s over the measured "
+                   "memory bandwidth in bench.json)")
+    j.add_argument("--optimizers", default="momentum,rmsprop,nlcg-fr,nlcg-pr", help="optimizers to project")
+    j.add_argument("--out", default="figures/projection", help="output folder")
     w = sub.add_parser("sweep", help="run every pending run of a sweep file (resumable; see bench/sweep.py)")
     w.add_argument("file", help="sweep file: a run config plus a [grid] table of lists")
     w.add_argument("--workers", type=int, default=1, help="Horovod workers per run (re-launches under mpirun)")
@@ -49,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["perf-child"]:  # hidden: a child process of `perf --json` (bench/perf_child.py)
+        from bench import perf_child
+
+        return perf_child.main(argv[1:])
     args = _parser().parse_args(argv)
     from bench import config
 
@@ -69,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{folder}: wrote {len(paths)} files to {paths[0].parent}", flush=True)
                 print(paths[-1].read_text(), flush=True)
             return 0
+        if args.command == "project":
+            from bench import project
+
+            paths = project.main(args)
+            print(f"wrote {', '.join(str(p) for p in paths)}", flush=True)
+            return 0
+        if args.command == "perf" and args.json and not args.config:
+            args.overrides = ["global_batch=256", *args.overrides]  # the default study's smallest batch
         cfg = config.load(args.config, args.overrides)
         if args.command == "train":
             from bench import train
@@ -87,11 +121,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row['status']}: top1 {row['top1']:.4f}  top5 {row['top5']:.4f}  "
                       f"{row['images_per_s']:,.0f} img/s  {row['wall_time_s']:.1f} s  -> "
                       f"{cfg.results_dir}/runs.parquet", flush=True)
-        if args.command == "perf":
+        if args.command == "perf" and args.json:
+            from bench import perf
+
+            names = args.optimizers or (perf.QUICK_OPTIMIZERS if args.quick else perf.JSON_OPTIMIZERS)
+            doc = perf.bench(cfg, names.split(","), quick=args.quick)
+            print(perf.report(doc), flush=True)
+            print(f"-> {perf.write(doc, args.json)}", flush=True)
+        elif args.command == "perf":
             from bench import distributed, perf
 
             world = distributed.init()
-            table = perf.run(cfg, args.optimizers.split(","), args.steps, args.rounds, world)
+            table = perf.run(cfg, (args.optimizers or perf.OPTIMIZERS).split(","), args.steps, args.rounds, world)
             if world.is_chief:
                 import pandas as pd
 

@@ -1,0 +1,180 @@
+"""The multi-process half of ``bench perf --json``: child processes, launched by the parent, that time one
+thing each and print one JSON line (``MARKER {...}``, rank 0 only).
+
+``python -m bench perf-child MODE --config-json FILE ...`` (a hidden subcommand, so that a child starts as
+every ``python -m bench`` process does; under ``mpirun -np N`` for several workers):
+
+- ``throughput``: the harness's train step (``bench.perf._setup``: make_train_step fed by train_dataset)
+  after warm-up, ``--steps`` steps; with several workers also the gradient allreduce alone (one grouped
+  Horovod allreduce of the model's gradient shapes), each step followed by one allreduce.
+- ``memory``: ONE step of the harness's train step at ``--global-batch`` in micro-batches of ``--micro``
+  (accumulation), then the process's peak resident memory (VmHWM of /proc/self/status).
+- ``optimizers``: the per-optimizer table of ``bench.perf.run``.
+
+Each child calls ``bench.distributed.init`` before anything touches TensorFlow's runtime (it sets the
+thread pools, which cannot change after that), then reads the config.
+
+Parent side: ``launch`` runs a child with the harness's launch line (``bench.launch.relaunch_command``);
+``scaling`` alternates ``mpirun -np 2`` and ``-np 1`` throughput children over rounds (a new
+pair of processes per round: an idle Horovod job busy-polls MPI, so a job cannot wait beside the one
+being timed); ``memory`` runs the two batches in separate processes, so their peaks do not mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.launch import relaunch_command
+
+MARKER = "BENCH_PERF_CHILD"
+MEMORY_MICRO = 256  # images per micro-batch of the memory entry
+MEMORY_WIDTH = 4  # base filters of the CIFAR ResNets in the memory entry: 384 micro-steps must fit the time
+CHILD_TIMEOUT_S = 900
+
+
+# ------------------------------------------------------------------------------------------ child side
+def _peak_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def _throughput(cfg, world, steps: int, warmup: int) -> dict:
+    from bench import data, distributed, perf
+
+    info = data.info(cfg)
+    micro, accumulation = distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch)
+    step, _, allreduce = perf._setup(cfg, world, micro, accumulation, info)
+    perf._timed(step, warmup)
+    if world.size > 1:
+        perf._timed(allreduce, warmup)
+    step_s, allreduce_s = [], []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(steps):
+            step_s += perf._timed(step, 1)
+            if world.size > 1:
+                allreduce_s += perf._timed(allreduce, 1)
+    finally:
+        gc.enable()
+    return {"workers": world.size, "threads": int(os.environ.get("BENCH_THREADS", "0")), "micro_batch": micro,
+            "accumulation": accumulation, "global_batch": cfg.global_batch, "step_s": step_s,
+            "allreduce_s": allreduce_s, "images_per_s": cfg.global_batch * len(step_s) / sum(step_s)}
+
+
+def _memory(cfg, world) -> dict:
+    from bench import data, distributed, perf
+
+    info = data.info(cfg)
+    micro, accumulation = distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch)
+    step, _, _ = perf._setup(cfg, world, micro, accumulation, info)
+    before = _peak_kib()
+    t0 = time.perf_counter()
+    perf._timed(step, 1)
+    return {"global_batch": cfg.global_batch, "micro_batch": micro, "accumulation": accumulation,
+            "width": cfg.width, "model": cfg.model, "peak_kib": _peak_kib(), "peak_before_step_kib": before,
+            "step_s": time.perf_counter() - t0}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.perf_child", description=__doc__.splitlines()[0])
+    p.add_argument("mode", choices=["throughput", "memory", "optimizers"])
+    p.add_argument("--config-json", required=True, help="RunConfig.to_dict() as JSON")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--optimizers", default="momentum,nlcg-fr")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from bench import config, distributed
+
+    world = distributed.init()  # first: the thread pools cannot change once TF's runtime has started
+    cfg = config.make(json.loads(Path(args.config_json).read_text()))
+    if args.mode == "throughput":
+        out = _throughput(cfg, world, args.steps, args.warmup)
+    elif args.mode == "memory":
+        out = _memory(cfg, world)
+    else:
+        from bench import perf
+
+        table = perf.run(cfg, args.optimizers.split(","), args.steps, args.rounds, world)
+        out = {"rows": table.to_dict(orient="records")}
+    if world.is_chief:
+        print(f"{MARKER} {json.dumps(out)}", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parent side
+def _env() -> dict:
+    env = dict(os.environ)
+    if env.get("BENCH_THREADS_SET_BY") == "bench":  # the parent's share of the cores, not the child's
+        for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "BENCH_THREADS_SET_BY"):
+            env.pop(var, None)
+    env.pop("BENCH_THREADS", None)
+    # Open MPI refuses to run as root unless told (containers and CI run as root).
+    return {**env, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+            "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+
+
+def launch(workers: int, mode: str, cfg, *args: str, mpi: bool = True) -> dict:
+    """Run one child (``mpirun -np workers`` when ``mpi``, else a plain process) on ``cfg``; its JSON."""
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
+        path = Path(tmp) / "config.json"
+        path.write_text(json.dumps(cfg.to_dict()))
+        argv = ["perf-child", mode, "--config-json", str(path), *args]
+        # the harness's own launch line (bench.launch), so that its mpirun options apply here too
+        cmd = relaunch_command(argv, workers, 1) if mpi else [sys.executable, "-m", "bench", *argv]
+        root = Path(__file__).resolve().parent.parent
+        p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=root, timeout=CHILD_TIMEOUT_S)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith(MARKER + " ")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"perf child {mode} on {workers} worker(s) failed (exit {p.returncode}): "
+                           f"{(p.stderr or p.stdout).strip()[-2000:]}")
+    return json.loads(lines[-1][len(MARKER) + 1:])
+
+
+def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
+    """``rounds`` x (2 workers on ``cfg``, 1 worker on the same global batch), alternating which goes first.
+
+    The one worker runs twice the micro-batch of each of the two, with the same accumulation
+    (``bench.perf_local.one_worker_split``). Returns the children's outputs per side."""
+    from bench.perf_local import one_worker_split
+
+    micro1, _ = one_worker_split(cfg)
+    sides = {2: cfg, 1: replace(cfg, per_worker_batch=micro1)}
+    out = {2: [], 1: []}
+    for r in range(rounds):
+        for workers in ((2, 1) if r % 2 == 0 else (1, 2)):
+            out[workers].append(launch(workers, "throughput", sides[workers], "--steps", str(steps),
+                                       "--warmup", str(warmup)))
+    return out
+
+
+def memory(cfg, batches: tuple[int, ...], micro: int = MEMORY_MICRO, width: int = MEMORY_WIDTH) -> list[dict]:
+    """One step at each global batch (one process each, one worker) with micro-batches of ``micro``."""
+    small = replace(cfg, width=min(cfg.width, width), per_worker_batch=micro)
+    return [launch(1, "memory", replace(small, global_batch=b), mpi=False) for b in batches]
+
+
+def optimizers(cfg, names: list[str], steps: int, rounds: int, workers: int = 2) -> list[dict]:
+    """The per-optimizer table (``bench.perf.run``) on ``workers`` Horovod workers; one dict per row."""
+    return launch(workers, "optimizers", cfg, "--optimizers", ",".join(names), "--steps", str(steps),
+                  "--rounds", str(rounds))["rows"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""A projection, not a measurement: hours to train the paper's figure 8 setting on N GPUs, per optimizer.
+
+``python -m bench project [--bench results/bench/bench.json] [--gpus 64,128,256,512,1024]
+[--bandwidth-gbps 100] [--latency-us 5] [--images-per-s-per-gpu 1270] [--optimizer-speedup X]
+[--out figures/projection]`` writes ``projected_wall_time.{csv,json,png,pdf}``.
+
+The setting (Adya et al. 2018, figure 8): ResNet-50 on ImageNet (1,281,167 training images), global batch
+65,536, 90 epochs, so ``steps = ceil(90 x 1,281,167 / 65,536) = 1760``. One step on N GPUs takes
+
+    compute + allreduce + optimizer            (no overlap: an upper bound; Horovod overlaps the first two)
+    compute   = (65,536 / N) / images_per_s_per_gpu
+    allreduce = 2 (N - 1) / N x bytes / bandwidth + 2 (N - 1) x latency     (one ring allreduce per step)
+    optimizer = parameters x (apply_s / parameter) measured on this CPU / optimizer_speedup
+
+- The ring allreduce (Patarasuk & Yuan, "Bandwidth optimal all-reduce algorithms for clusters of
+  workstations", JPDC 2009; the model of Thakur, Rabenseifner & Gropp, IJHPCA 2005): a reduce-scatter and
+  an all-gather of N - 1 steps each, each step sending bytes / N over every link. bytes = 4 x parameters
+  (fp32 gradients, fused into one allreduce per step).
+- Defaults: 100 Gb/s InfiniBand EDR (4 lanes x 25 Gb/s = 12.5 GB/s per port, the InfiniBand Trade
+  Association's EDR rate; Mellanox ConnectX-4 quotes 0.6 us port-to-port, MPI and NCCL add software
+  latency: 5 us per message is taken, the upper end of 1-5 us). Within one node, V100s talk over NVLink 2
+  (NVIDIA Tesla V100 whitepaper, 2017: 6 links x 25 GB/s per direction = 150 GB/s, i.e.
+  ``--bandwidth-gbps 1200 --latency-us 2``); a ring over many nodes runs at its slowest link, the network.
+- ``images_per_s_per_gpu`` (assumption): 1270 images/s, NVIDIA DeepLearningExamples,
+  TensorFlow/Classification/ConvNets/resnet50v1.5 README, "Training performance: NVIDIA DGX-1 (8x V100
+  16G)", 1 GPU, mixed precision + XLA, batch 256 (NGC TensorFlow 20.06); the same table gives 412 for FP32.
+  That is ResNet-50 v1.5 (about 5 % slower than the v1 that keras.applications builds) and assumes the
+  per-GPU rate holds at every N (65,536 / 1024 = 64 images per GPU per step is below the batch it was
+  measured at).
+- ``parameters``: 25,583,592, the trainable weights of keras.applications.ResNet50 with 1000 classes
+  (``bench.models.resnet50``; the 25,557,032 often quoted is torchvision's, which has no conv biases).
+- The optimizer's cost (assumption): its apply time per parameter from bench.json's per-optimizer table
+  (``apply_ms`` over the measured model's ``parameters``), divided by ``optimizer_speedup``, by default
+  the ratio of a V100's memory bandwidth (900 GB/s HBM2, the V100 whitepaper) to this machine's copy
+  bandwidth measured in the same bench run: an optimizer step is elementwise, so memory-bound. Per-op
+  overheads of the small measured model make this an overestimate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from bench.config import ConfigError
+
+IMAGENET_IMAGES = 1_281_167
+BATCH = 65_536
+EPOCHS = 90
+RESNET50_PARAMETERS = 25_583_592  # trainable weights of keras.applications.ResNet50(classes=1000)
+IMAGES_PER_S_PER_GPU = 1270.0  # V100, mixed precision + XLA: NVIDIA DeepLearningExamples (see the docstring)
+V100_MEMORY_GBS = 900.0  # HBM2, NVIDIA Tesla V100 whitepaper
+BANDWIDTH_GBPS, LATENCY_US = 100.0, 5.0  # InfiniBand EDR
+GPUS = (64, 128, 256, 512, 1024)
+OPTIMIZERS = ("momentum", "rmsprop", "nlcg-fr", "nlcg-pr")
+NAME = "projected_wall_time"
+
+
+def ring_allreduce_s(nbytes: float, workers: int, bandwidth_bytes_per_s: float, latency_s: float) -> float:
+    """Seconds of one ring allreduce of ``nbytes`` over ``workers``: 2 (p-1)/p x bytes / bandwidth +
+    2 (p-1) x latency (0 for one worker)."""
+    p = workers
+    return 2 * (p - 1) / p * nbytes / bandwidth_bytes_per_s + 2 * (p - 1) * latency_s
+
+
+def steps(epochs: int = EPOCHS, images: int = IMAGENET_IMAGES, batch: int = BATCH) -> int:
+    return math.ceil(epochs * images / batch)
+
+
+def per_parameter_apply_s(bench: dict) -> dict[str, float]:
+    """Seconds of ``opt.apply`` per parameter, per optimizer, from a bench.json document."""
+    params = bench.get("parameters")
+    rows = bench.get("optimizers") or []
+    if not params or not rows:
+        raise ConfigError("bench.json has no 'parameters' or 'optimizers' table; write it with "
+                          "python -m bench perf --json PATH")
+    return {r["optimizer"]: r["apply_ms"] / 1e3 / params for r in rows if r.get("apply_ms") is not None}
+
+
+def project(apply_s_per_param: dict[str, float], gpus=GPUS, bandwidth_gbps: float = BANDWIDTH_GBPS,
+            latency_us: float = LATENCY_US, images_per_s_per_gpu: float = IMAGES_PER_S_PER_GPU,
+            optimizer_speedup: float = 1.0, parameters: int = RESNET50_PARAMETERS) -> pd.DataFrame:
+    """One row per (optimizer, GPUs): the step's parts in seconds and the projected hours of training."""
+    n_steps = steps()
+    rows = []
+    for name, per_param in apply_s_per_param.items():
+        for n in gpus:
+            compute = BATCH / n / images_per_s_per_gpu
+            allreduce = ring_allreduce_s(4 * parameters, n, bandwidth_gbps * 1e9 / 8, latency_us * 1e-6)
+            opt = parameters * per_param / optimizer_speedup
+            step = compute + allreduce + opt
+            rows.append({"optimizer": name, "gpus": n, "compute_s": compute, "allreduce_s": allreduce,
+                         "optimizer_s": opt, "step_s": step, "steps": n_steps, "hours": n_steps * step / 3600})
+    return pd.DataFrame(rows)
+
+
+def figure(table: pd.DataFrame, assumptions: str) -> Figure:
+    """Projected hours against GPUs, one line per optimizer (log-log). Projection only: no measured data."""
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    for name, g in table.groupby("optimizer", sort=False):
+        ax.plot(g.gpus, g.hours, marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sorted(table.gpus.unique()), [str(n) for n in sorted(table.gpus.unique())])
+    ax.set_xlabel("GPUs")
+    ax.set_ylabel("projected hours to train")
+    ax.set_title("PROJECTION (a model, not measured): ResNet-50, ImageNet,\n"
+                 f"batch {BATCH:,}, {EPOCHS} epochs", fontsize=10)
+    plain = FuncFormatter(lambda y, _: f"{y:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    fig.supxlabel(assumptions, fontsize=6)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="optimizer", fontsize=8)
+    return fig
+
+
+def main(args) -> list[Path]:
+    """``python -m bench project``: read bench.json, project, write the table (CSV + JSON) and the figure."""
+    path = Path(args.bench)
+    if not path.is_file():
+        raise ConfigError(f"--bench {str(path)!r} does not exist; write it with python -m bench perf --json {path}")
+    bench = json.loads(path.read_text())
+    per_param = per_parameter_apply_s(bench)
+    wanted = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    missing = [o for o in wanted if o not in per_param]
+    per_param = {o: per_param[o] for o in wanted if o in per_param}
+    if not per_param:
+        have = ", ".join(r["optimizer"] for r in bench["optimizers"])
+        raise ConfigError(f"bench.json has no apply_ms for {', '.join(wanted)}; it has {have}")
+    try:
+        gpus = [int(g) for g in args.gpus.split(",")]
+    except ValueError:
+        raise ConfigError(f"--gpus {args.gpus!r} must be comma-separated integers") from None
+    if min(gpus) < 1 or min(args.bandwidth_gbps, args.images_per_s_per_gpu) <= 0 or args.latency_us < 0:
+        raise ConfigError("--gpus, --bandwidth-gbps and --images-per-s-per-gpu must be > 0, --latency-us >= 0")
+    cpu_gbs = (bench.get("machine") or {}).get("memory_bandwidth_gbs")
+    speedup = args.optimizer_speedup or (V100_MEMORY_GBS / cpu_gbs if cpu_gbs else None)
+    if not speedup or speedup <= 0:
+        raise ConfigError("bench.json has no machine.memory_bandwidth_gbs; give --optimizer-speedup")
+    table = project(per_param, gpus, args.bandwidth_gbps, args.latency_us, args.images_per_s_per_gpu, speedup)
+    assumptions = {
+        "projection": True, "model": "ResNet-50 (keras.applications)", "parameters": RESNET50_PARAMETERS,
+        "images": IMAGENET_IMAGES, "global_batch": BATCH, "epochs": EPOCHS, "steps": steps(),
+        "images_per_s_per_gpu": args.images_per_s_per_gpu, "bandwidth_gbps": args.bandwidth_gbps,
+        "latency_us": args.latency_us, "optimizer_speedup": speedup, "cpu_memory_bandwidth_gbs": cpu_gbs,
+        "apply_s_per_parameter_measured": per_param, "bench_json": str(path), "bench_when": bench.get("when"),
+        "step_model": "compute + ring allreduce + optimizer, no overlap (bench/project.py)",
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{NAME}.csv", out / f"{NAME}.json", out / f"{NAME}.png", out / f"{NAME}.pdf"]
+    table.to_csv(paths[0], index=False)
+    paths[1].write_text(json.dumps({"assumptions": assumptions, "rows": table.to_dict(orient="records")}, indent=1))
+    note = (f"assumed: {args.images_per_s_per_gpu:g} img/s per GPU, ring allreduce at {args.bandwidth_gbps:g} Gb/s "
+            f"+ {args.latency_us:g} us, optimizer cost = this CPU's / {speedup:.3g}; no overlap")
+    fig = figure(table, note)
+    for p in paths[2:]:
+        fig.savefig(p, dpi=150)
+    if missing:
+        print(f"note: bench.json has no apply_ms for {', '.join(missing)}: not projected", flush=True)
+    with pd.option_context("display.width", 200):
+        print(table.pivot(index="gpus", columns="optimizer", values="hours").round(2).to_string(), flush=True)
+    return paths

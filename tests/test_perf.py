@@ -1,0 +1,173 @@
+"""bench perf --json and bench project: the arithmetic against hand computations, the whole chain on a tiny
+workload. No timing assertions: speed is checked by ``make bench``, not by unit tests."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bench import perf_stats, project
+from bench.config import ConfigError, RunConfig
+from conftest import requires_horovod, run_cli
+
+# A tiny workload: 8x8 synthetic images, a 4-filter ResNet-8.
+TINY = ["--set", "dataset=synthetic", "--set", "synthetic_image_size=8", "--set", "width=4",
+        "--set", "eval_every_epochs=0", "--set", "synthetic_test_size=256"]
+
+
+# ------------------------------------------------------------------------------------------ FLOPs
+def test_flop_counter_matches_a_hand_count():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)  # 8x8x4, kernel 3x3x3
+    x = layers.Conv2D(6, 3, strides=2, padding="valid")(x)  # (8-3)//2+1 = 3: 3x3x6, kernel 3x3x4
+    x = layers.Conv2D(6, 1, groups=2)(x)  # 3x3x6, kernel 1x1x(6/2)
+    x = layers.BatchNormalization()(layers.ReLU()(x))  # not counted
+    x = layers.Dense(7)(x)  # applied at each of 3x3 positions: 6 -> 7
+    logits = layers.Dense(5)(layers.Flatten()(x))  # 63 -> 5
+    inner = keras.Model(inputs, logits)
+    outer = keras.Sequential([keras.Input((8, 8, 3)), inner])  # nested models are walked into
+    macs = 8 * 8 * 4 * 27 + 3 * 3 * 6 * 36 + 3 * 3 * 6 * 3 + 9 * 6 * 7 + 63 * 5
+    assert macs == 6912 + 1944 + 162 + 378 + 315
+    assert perf_stats.forward_flops(inner) == 2 * macs
+    assert perf_stats.forward_flops(outer) == 2 * macs
+    assert perf_stats.train_flops_per_image(outer) == 3 * 2 * macs
+
+
+@pytest.mark.slow
+def test_resnet50_flops_and_parameters_match_the_published_counts():
+    import keras
+
+    model = keras.applications.ResNet50(weights=None, classes=1000)
+    # He et al. 2016, table 1: ResNet-50 is 3.8 x 10^9 multiply-adds ("FLOPs") per 224x224 image
+    assert perf_stats.forward_flops(model) / 2 == pytest.approx(3.8e9, rel=0.03)
+    assert sum(int(np.prod(v.shape)) for v in model.trainable_variables) == project.RESNET50_PARAMETERS
+
+
+# ------------------------------------------------------------------------------------------ intervals
+def test_ratio_interval_by_the_delta_method_by_hand():
+    a, b = [10.0, 12.0, 14.0], [4.0, 5.0, 6.0]
+    mean_a, se_a, n_a = perf_stats.mean_se(a)
+    assert (mean_a, n_a) == (12.0, 3) and se_a == pytest.approx(2 / math.sqrt(3))
+    mean_b, se_b, n_b = perf_stats.mean_se(b)
+    assert (mean_b, n_b) == (5.0, 3) and se_b == pytest.approx(1 / math.sqrt(3))
+    r, (low, high) = perf_stats.ratio_interval(mean_a, se_a, n_a, mean_b, se_b, n_b)
+    # relative se sqrt((1.1547/12)^2 + (0.57735/5)^2) = sqrt(0.0092593 + 0.0133333) = 0.150308;
+    # half-width t_{0.975,2} x r x that = 4.302653 x 2.4 x 0.150308 = 1.552143
+    assert r == pytest.approx(2.4)
+    assert (low, high) == (pytest.approx(0.847857, rel=1e-5), pytest.approx(3.952143, rel=1e-5))
+
+
+def test_t_quantiles_and_a_single_sample_has_no_band():
+    assert perf_stats.t975(1) == pytest.approx(12.7062, rel=1e-5)
+    assert perf_stats.t975(9) == pytest.approx(2.26216, rel=1e-5)
+    assert perf_stats.t975(200) == pytest.approx(1.96, rel=1e-3)
+    r, band = perf_stats.ratio_interval(*perf_stats.mean_se([3.0]), *perf_stats.mean_se([2.0, 2.0]))
+    assert r == 1.5 and all(math.isnan(x) for x in band)
+
+
+def test_entry_verdict_follows_the_direction_and_json_has_no_nan():
+    fast, slow = perf_stats.side("a", "images/s", [110, 90]), perf_stats.side("b", "images/s", [50, 50])
+    assert perf_stats.entry(fast, slow, 1.5)["meets_target"] is True
+    assert perf_stats.entry(fast, slow, 2.5)["meets_target"] is False
+    assert perf_stats.entry(fast, slow, 2.5, "<=")["meets_target"] is True
+    reported = perf_stats.entry(fast, slow, None)
+    assert reported["meets_target"] is None and reported["ratio"] == 2.0
+    one = perf_stats.finite_or_none(perf_stats.entry(perf_stats.side("a", "s", [1.0]), slow, 1.0))
+    assert one["ci95"] == [None, None] and one["numerator"]["se"] is None
+    json.dumps(one, allow_nan=False)
+
+
+def test_one_worker_takes_twice_the_micro_batch_of_each_of_two():
+    from bench.perf_local import one_worker_split
+
+    assert one_worker_split(RunConfig(global_batch=256, per_worker_batch=128)) == (256, 1)
+    assert one_worker_split(RunConfig(global_batch=4096, per_worker_batch=128)) == (256, 16)
+    with pytest.raises(ConfigError):
+        one_worker_split(RunConfig(global_batch=255, per_worker_batch=128))
+
+
+def test_perf_json_refuses_to_run_under_mpi(monkeypatch):
+    from bench import perf
+
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="outside mpirun"):
+        perf.bench(RunConfig(global_batch=256), ["momentum"])
+
+
+# ------------------------------------------------------------------------------------------ projection
+def test_ring_allreduce_by_hand():
+    # 100 MB over 4 workers at 12.5 GB/s, 5 us: 2 x 3/4 x 0.008 s + 2 x 3 x 5 us
+    assert project.ring_allreduce_s(100e6, 4, 12.5e9, 5e-6) == pytest.approx(0.012 + 3e-5)
+    assert project.ring_allreduce_s(100e6, 1, 12.5e9, 5e-6) == 0.0
+    assert project.steps() == 1760  # ceil(90 x 1,281,167 / 65,536)
+
+
+def test_projection_adds_compute_allreduce_and_optimizer():
+    table = project.project({"momentum": 1e-9, "nlcg-fr": 4e-9}, gpus=[64, 1024], bandwidth_gbps=100,
+                            latency_us=5, images_per_s_per_gpu=1000.0, optimizer_speedup=10.0, parameters=1_000_000)
+    row = table[(table.optimizer == "nlcg-fr") & (table.gpus == 64)].iloc[0]
+    assert row.compute_s == pytest.approx(65536 / 64 / 1000)
+    assert row.allreduce_s == pytest.approx(2 * 63 / 64 * 4e6 / 12.5e9 + 2 * 63 * 5e-6)
+    assert row.optimizer_s == pytest.approx(1e6 * 4e-9 / 10)
+    assert row.hours == pytest.approx(1760 * (row.compute_s + row.allreduce_s + row.optimizer_s) / 3600)
+    assert len(table) == 4
+
+
+def _bench_json(path):
+    path.write_text(json.dumps({"when": "2026-01-01T00:00:00+00:00", "parameters": 1000,
+                                "machine": {"memory_bandwidth_gbs": 9.0},
+                                "optimizers": [{"optimizer": "momentum", "apply_ms": 1.0},
+                                               {"optimizer": "nlcg-fr", "apply_ms": 3.0}]}))
+    return path
+
+
+def test_project_cli_writes_the_table_and_a_figure(tmp_path):
+    out = tmp_path / "projection"
+    p = run_cli(["project", "--bench", str(_bench_json(tmp_path / "bench.json")), "--gpus", "64,128",
+                 "--out", str(out)], timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for ext in ("csv", "json", "png", "pdf"):
+        assert (out / f"projected_wall_time.{ext}").stat().st_size > 0
+    doc = json.loads((out / "projected_wall_time.json").read_text())
+    assert doc["assumptions"]["projection"] is True
+    assert doc["assumptions"]["optimizer_speedup"] == pytest.approx(100.0)  # 900 GB/s / 9 GB/s
+    rows = {(r["optimizer"], r["gpus"]): r for r in doc["rows"]}
+    assert set(rows) == {("momentum", 64), ("momentum", 128), ("nlcg-fr", 64), ("nlcg-fr", 128)}
+    # 1 ms per 1000 parameters on the CPU, 100x faster on the GPU, for ResNet-50's parameters
+    assert rows["momentum", 64]["optimizer_s"] == pytest.approx(project.RESNET50_PARAMETERS * 1e-6 / 100)
+    assert rows["nlcg-fr", 64]["hours"] > rows["momentum", 64]["hours"] > rows["momentum", 128]["hours"]
+    assert "rmsprop" in p.stdout  # named as not projected: bench.json has no apply_ms for it
+
+
+def test_project_without_bench_json_exit_2(tmp_path):
+    p = run_cli(["project", "--bench", str(tmp_path / "nope.json")], timeout=60)
+    assert p.returncode == 2 and "nope.json" in p.stderr
+
+
+# ------------------------------------------------------------------------------------------ end to end
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_perf_json_quick_writes_every_entry(tmp_path):
+    from bench.perf import TARGETS
+
+    out = tmp_path / "bench.json"
+    p = run_cli(["perf", "--json", str(out), "--quick", *TINY], timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    for key, (target, _) in TARGETS.items():
+        e = doc[key]
+        assert math.isfinite(e["ratio"]) and e["ratio"] > 0, key
+        assert e["target"] == target and (e["meets_target"] is None) == (target is None), key
+        for s in (e["numerator"], e["denominator"]):
+            assert s["n"] >= 1 and s["unit"] and math.isfinite(s["mean"]), key
+    assert doc["scaling_2_workers"]["numerator"]["what"].startswith("2 worker")
+    assert doc["accumulation_memory"]["numerator"]["accumulation"] == 8192 // 256
+    assert [r["optimizer"] for r in doc["optimizers"]] == ["momentum", "nlcg-fr"]
+    assert doc["optimizers"][0]["workers"] == 2 and doc["parameters"] > 0
+    assert doc["machine"]["cpu_count"] >= 1 and doc["machine"]["cpu_model"] and doc["when"]
+    assert "harness_vs_bare" in p.stdout and "nlcg-fr" in p.stdout  # the printed table
