@@ -27,7 +27,7 @@ help:
 	@echo "make install     apt packages, .venv, TensorFlow, Horovod (built from source), this project"
 	@echo "make test        install + the whole test suite"
 	@echo "make smoke       install + the smoke run on $(NP) Horovod workers (CONFIG=$(CONFIG))"
-	@echo "make bench       install + step time of every optimizer on the smoke workload, as ratios"
+	@echo "make bench       install + results/bench/bench.json: speed ratios measured in one run (~9 min)"
 	@echo "make sweep       install + every pending run of SWEEP=$(SWEEP) on WORKERS=$(WORKERS) x PACK=$(PACK)"
 	@echo "make reproduce-figures  install + sweep PROFILE=$(PROFILE) + figures and claims in figures/$(PROFILE)/"
 	@echo "make report      figures and claims.md from results/$(PROFILE) (no training)"
@@ -80,9 +80,11 @@ lint: install
 smoke: install
 	mpirun -np $(NP) --oversubscribe --bind-to none $(PY) -m bench train --config $(CONFIG)
 
-# Step-time benchmark: the smoke workload at batch 256 on NP workers; ratios against momentum.
+# Speed, as ratios measured in one run (bench/perf.py): results/bench/bench.json, printed as a table
+# (~9 min here; BENCH_ARGS=--quick ~2 min). It launches its own mpirun children.
+BENCH_ARGS ?=
 bench: install
-	mpirun -np $(NP) --oversubscribe --bind-to none $(PY) -m bench perf --config $(CONFIG)
+	$(PY) -m bench perf --json results/bench/bench.json $(BENCH_ARGS)
 
 # A sweep file's pending runs, each on WORKERS Horovod workers, PACK runs at once (mpirun -np WORKERS*PACK).
 sweep: install

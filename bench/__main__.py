@@ -12,8 +12,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of the progress bar
 
-from bench.launch import share_cores  # noqa: E402  (light: no TensorFlow)
+from bench.launch import mpi_defaults, share_cores  # noqa: E402  (light: no TensorFlow)
 
+mpi_defaults()  # before MPI starts (in this process, or in the mpirun this process re-launches under)
 share_cores()  # before TensorFlow starts: its thread pools are sized once, from these variables
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import tensorflow as tf
 
 from bench.config import ConfigError
-from bench.launch import threads_per_process, under_mpi
+from bench.launch import mpi_defaults, threads_per_process, under_mpi
 
 # Horovod's stall inspector warns after CHECK s and, as a backstop, shuts Horovod down after SHUTDOWN s of a
 # collective that some ranks never join (a rank stuck outside any collective); the user's values win.
@@ -84,6 +84,7 @@ def _pin_gpu(local_rank: int) -> None:
 def init(comm=None) -> World:
     """Start Horovod (on ``comm``, an mpi4py communicator, when packing runs; on MPI_COMM_WORLD under any
     other MPI launch), give this process one GPU (if there are any) and its share of the CPU threads."""
+    mpi_defaults()  # no-op when bench.__main__ set them already; here for library use
     if comm is None and under_mpi():
         from mpi4py import MPI  # initialises MPI here, so that a Horovod shutdown does not finalise it
 

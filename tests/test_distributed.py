@@ -30,3 +30,14 @@ def test_cores_are_shared_among_every_process_on_the_host():
     user = {"TF_NUM_INTRAOP_THREADS": "3"}
     launch.share_cores(user)
     assert user["TF_NUM_INTRAOP_THREADS"] == user["BENCH_THREADS"] == "3"
+
+
+def test_mpi_yields_when_idle_unless_the_user_says_otherwise():
+    from bench import launch
+
+    env = {}
+    launch.mpi_defaults(env)
+    assert env == {"OMPI_MCA_mpi_yield_when_idle": "1"}
+    user = {"OMPI_MCA_mpi_yield_when_idle": "0"}
+    launch.mpi_defaults(user)
+    assert user["OMPI_MCA_mpi_yield_when_idle"] == "0"
