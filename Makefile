@@ -9,11 +9,13 @@ NP ?= 2
 CONFIG ?= experiments/smoke.toml
 PROFILE ?= mini
 SWEEP ?= experiments/$(PROFILE).toml
-PAPER_DATASET ?= $(if $(findstring imagenet,$(PROFILE)),imagenet,cifar100)
-WORKERS ?= 2
-PACK ?= 1
+PAPER_DATASET ?= $(if $(findstring cifar,$(PROFILE)),cifar100,imagenet)
+# WORKERS / PACK: Horovod workers per run / runs at once; unset, the sweep file's [launch] table decides.
+WORKERS ?=
+PACK ?=
+LAUNCH = $(if $(WORKERS),--workers $(WORKERS)) $(if $(PACK),--pack $(PACK))
 JOBS ?= 2
-TASKS ?= $(shell echo $$(( $(WORKERS) * $(PACK) )))
+TASKS ?= $(shell echo $$(( $(or $(WORKERS),2) * $(or $(PACK),1) )))
 
 # Open MPI refuses to run as root unless told; containers and CI run as root.
 export OMPI_ALLOW_RUN_AS_ROOT := 1
@@ -28,12 +30,12 @@ help:
 	@echo "make test        install + the whole test suite"
 	@echo "make smoke       install + the smoke run on $(NP) Horovod workers (CONFIG=$(CONFIG))"
 	@echo "make bench       install + results/bench/bench.json: speed ratios measured in one run (~9 min)"
-	@echo "make sweep       install + every pending run of SWEEP=$(SWEEP) on WORKERS=$(WORKERS) x PACK=$(PACK)"
+	@echo "make sweep       install + every pending run of SWEEP=$(SWEEP) [WORKERS=w PACK=k, else the file's [launch]]"
 	@echo "make reproduce-figures  install + sweep PROFILE=$(PROFILE) + figures and claims in figures/$(PROFILE)/"
 	@echo "make report      figures and claims.md from results/$(PROFILE) (no training)"
 	@echo "make lint        ruff"
 	@echo "make install-slurm  slurm-wlm + munge from Debian (for tests/test_slurm.py's one-node cluster)"
-	@echo "make slurm-sweep SWEEP=... JOBS=$(JOBS) TASKS=$(TASKS) PACK=$(PACK)  sbatch a JOBS-job array sharing the sweep"
+	@echo "make slurm-sweep SWEEP=... JOBS=$(JOBS) TASKS=$(TASKS) [PACK=k]  sbatch a JOBS-job array sharing the sweep"
 
 install: apt $(VENV)/.stamp-project
 
@@ -88,12 +90,13 @@ bench: install
 
 # A sweep file's pending runs, each on WORKERS Horovod workers, PACK runs at once (mpirun -np WORKERS*PACK).
 sweep: install
-	$(PY) -m bench sweep $(SWEEP) --workers $(WORKERS) --pack $(PACK)
+	$(PY) -m bench sweep $(SWEEP) $(LAUNCH)
 
 # The whole chain: the profile's sweep (resumable: finished runs are skipped), then its figures.
-# PROFILE=mini (default, ~30 min on 2 cores) | cifar100_resnet32 (GPUs; CIFAR_DIR) | imagenet_resnet50 (cluster).
+# PROFILE=mini (default, <30 min on 2 cores) | mini_28 (an afternoon) | mini_tuned | cifar100_resnet32 (GPUs;
+# CIFAR_DIR) | imagenet_resnet50 (cluster).
 reproduce-figures: install
-	$(PY) -m bench sweep experiments/$(PROFILE).toml --workers $(WORKERS) --pack $(PACK)
+	$(PY) -m bench sweep experiments/$(PROFILE).toml $(LAUNCH)
 	$(MAKE) --no-print-directory report
 
 report: install
@@ -109,11 +112,11 @@ install-slurm:
 # A JOBS-job array on one sweep file, TASKS tasks each (= workers per run x PACK); the jobs share its runs.
 slurm-sweep:
 	@job=$$(sbatch --parsable --array=0-$$(( $(JOBS) - 1 )) -n $(TASKS) experiments/slurm/sweep.sbatch \
-	  $(SWEEP) --pack $(PACK)) && job=$${job%%;*} && \
-	echo "submitted job array $$job: $(JOBS) job(s) x $(TASKS) task(s) on $(SWEEP), --pack $(PACK)" && \
+	  $(SWEEP) $(if $(PACK),--pack $(PACK))) && job=$${job%%;*} && \
+	echo "submitted job array $$job: $(JOBS) job(s) x $(TASKS) task(s) on $(SWEEP) $(if $(PACK),--pack $(PACK),(pack: the file's [launch]))" && \
 	echo "  queue:   squeue -j $$job" && \
 	echo "  logs:    tail -f slurm-bench-sweep-$${job}_*.out" && \
-	echo "  runs:    $(PY) -m bench sweep $(SWEEP) --workers $$(( $(TASKS) / $(PACK) )) --pack $(PACK) --dry-run" && \
+	echo "  runs:    $(PY) -m bench sweep $(SWEEP) $(if $(PACK),--workers $$(( $(TASKS) / $(PACK) )) --pack $(PACK)) --dry-run" && \
 	echo "  cancel:  scancel $$job"
 
 clean:

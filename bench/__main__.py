@@ -56,8 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--out", default="figures/projection", help="output folder")
     w = sub.add_parser("sweep", help="run every pending run of a sweep file (resumable; see bench/sweep.py)")
     w.add_argument("file", help="sweep file: a run config plus a [grid] table of lists")
-    w.add_argument("--workers", type=int, default=1, help="Horovod workers per run (re-launches under mpirun)")
-    w.add_argument("--pack", type=int, default=1, help="runs trained at once, each on its own group of workers")
+    w.add_argument("--workers", type=int, default=None,
+                   help="Horovod workers per run (re-launches under mpirun); default: the file's [launch] "
+                   "workers, else 1")
+    w.add_argument("--pack", type=int, default=None,
+                   help="runs trained at once, each on its own group of workers; default: the file's [launch] "
+                   "pack, else 1")
     w.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field for every run")

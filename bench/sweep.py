@@ -14,7 +14,8 @@ of optimizer NAME only (``[hparams]`` applies to every run)::
     [optimizer_hparams.nlcg-fr]
     line_search = "step"
 
-``python -m bench sweep experiments/mini.toml --workers 2 --pack 1``: every run on 2 Horovod workers.
+``python -m bench sweep experiments/mini.toml --workers 2 --pack 1``: every run on 2 Horovod workers (without
+the flags, the file's ``[launch]`` table's ``workers`` and ``pack``, else 1 and 1).
 Launched outside MPI with ``workers x pack > 1``, the command re-launches itself under ``mpirun -np
 workers*pack``; launched under ``mpirun -np N`` it uses those N ranks. With ``--pack K`` the ranks split into K
 groups of ``N / K`` ranks (mpi4py), each with its own Horovod (``hvd.init(comm=group)``), and group k runs
@@ -39,6 +40,7 @@ from bench.config import ConfigError, RunConfig
 from bench.launch import mpi_size, relaunch_command, under_mpi
 
 GRID = "grid"
+LAUNCH = "launch"  # [launch] workers = W, pack = K: the file's own defaults for --workers / --pack
 OPT_HPARAMS = "optimizer_hparams"
 OPT_OVERRIDES = "optimizer_overrides"
 
@@ -50,6 +52,7 @@ class Sweep:
     name: str
     runs: tuple[RunConfig, ...]
     grid: dict  # field -> list of values, as written
+    launch: dict = dataclasses.field(default_factory=dict)  # [launch]: workers, pack (the CLI's win)
 
 
 def _check_grid(path, grid: dict, where: str) -> None:
@@ -86,6 +89,11 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
     grids = grids if isinstance(grids, list) else [grids]
     per_opt = values.pop(OPT_HPARAMS, {})
     per_opt_fields = values.pop(OPT_OVERRIDES, {})
+    launch = values.pop(LAUNCH, {})
+    bad = {k: v for k, v in launch.items() if k not in ("workers", "pack") or type(v) is not int or v < 1} \
+        if isinstance(launch, dict) else {LAUNCH: launch}
+    if bad:
+        raise ConfigError(f"{path}: [{LAUNCH}] {bad} is not valid; valid: workers = N, pack = K (integers >= 1)")
     if not all(isinstance(g, dict) for g in grids) or not isinstance(per_opt, dict) \
             or not isinstance(per_opt_fields, dict):
         raise ConfigError(f"{path}: [{GRID}] (or [[{GRID}]]), [{OPT_HPARAMS}] and [{OPT_OVERRIDES}] must be tables")
@@ -126,7 +134,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
         for k, v in grid.items():
             shown.setdefault(k, [])
             shown[k] += [x for x in v if x not in shown[k]]
-    return Sweep(name=runs[0].sweep, runs=tuple(runs), grid=shown)
+    return Sweep(name=runs[0].sweep, runs=tuple(runs), grid=shown, launch=launch)
 
 
 def _registry_names() -> list[str]:
@@ -281,7 +289,8 @@ def run(sweep: Sweep, pack: int = 1, say=print) -> int:
 def main(args) -> int:
     """``python -m bench sweep FILE [--workers N] [--pack K] [--dry-run] [--set k=v ...]``."""
     sweep = load(args.file, args.overrides)
-    workers, pack = args.workers, args.pack
+    workers = args.workers if args.workers is not None else sweep.launch.get("workers", 1)
+    pack = args.pack if args.pack is not None else sweep.launch.get("pack", 1)
     if workers < 1 or pack < 1:
         raise ConfigError(f"--workers {workers} --pack {pack}: both must be >= 1")
     if under_mpi():

@@ -182,8 +182,12 @@ def test_killed_sweep_resumes_without_duplicates_or_torn_rows(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("workers, pack", [(1, 2), (2, 1)])
 def test_packed_and_multi_worker_sweeps_relaunch_under_mpirun(tmp_path, workers, pack):
-    path = _write(tmp_path, "steps = 4\n[grid]\noptimizer = [\"momentum\", \"nlcg-pr\"]\nseed = [0, 1]\n")
-    p = run_cli(["sweep", str(path), "--workers", str(workers), "--pack", str(pack)], timeout=400)
+    body = "steps = 4\n[grid]\noptimizer = [\"momentum\", \"nlcg-pr\"]\nseed = [0, 1]\n"
+    if pack == 2:  # the file's own [launch] table stands in for the flags
+        body += f"[launch]\nworkers = {workers}\npack = {pack}\n"
+    path = _write(tmp_path, body)
+    flags = [] if pack == 2 else ["--workers", str(workers), "--pack", str(pack)]
+    p = run_cli(["sweep", str(path), *flags], timeout=400)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "launching: " in p.stdout and f"-np {workers * pack}" in p.stdout
     runs = load_runs(tmp_path / "results" / "toy")
@@ -195,6 +199,14 @@ def test_packed_and_multi_worker_sweeps_relaunch_under_mpirun(tmp_path, workers,
     # the same sweep on the same layout is then done
     dry = run_cli(["sweep", str(path), "--workers", str(workers), "--pack", str(pack), "--dry-run"])
     assert f"4 runs on {workers} worker(s) each, 0 to run" in dry.stdout
+
+
+def test_bad_launch_table_is_exit_2(tmp_path):
+    for bad in ("workers = 0", "pack = \"2\"", "threads = 2"):
+        path = _write(tmp_path, f"steps = 2\n[launch]\n{bad}\n")
+        p = run_cli(["sweep", str(path), "--dry-run"])
+        assert p.returncode == 2 and "[launch]" in p.stderr and "valid: workers = N" in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
 
 
 def test_bad_pack_and_workers_are_exit_2(tmp_path):
