@@ -96,7 +96,9 @@ def init(comm=None) -> World:
     hvd.init(comm=comm) if comm is not None else hvd.init()
     world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), comm)
     _pin_gpu(node_local_rank(os.environ, world.local_rank))
-    _set_threads(threads_per_process(os.environ, world.local_size))
+    # bench.__main__'s share_cores has set BENCH_THREADS (the launcher's count, or the user's
+    # TF_NUM_INTRAOP_THREADS); in library use it is computed here
+    _set_threads(int(os.environ.get("BENCH_THREADS") or threads_per_process(os.environ, world.local_size)))
     return world
 
 

@@ -39,6 +39,9 @@ against the target; null for a reported-only entry):
   ``perf_stats.FLOPS_CONVENTION``, times the train step's images/s) over this machine's fp32 peak, measured
   in the same rounds as the best of a few 2048 x 2048 float32 matmuls (2 N^3 FLOPs each).
 - ``allreduce_share`` (reported only): the gradient allreduce alone over the step, both on 2 workers.
+- ``scaling_ceiling`` (reported only): two plain 1-thread processes training at once, each on half the
+  global batch, no MPI and no Horovod (images/s summed), over the same 1-worker side: the hardware's
+  ceiling for ``scaling_2_workers``; their gap is the cost of synchronising every step.
 
 bench.json also holds ``machine`` (CPUs, model name, memory and its copy bandwidth, versions, load when it
 started and ended), ``when``, ``duration_s`` and ``phase_s``, ``workload`` (the config), ``parameters`` (of
@@ -77,7 +80,7 @@ QUICK_OPTIMIZERS = "momentum,nlcg-fr"
 # (target, direction) of every bench.json entry; None: reported only
 TARGETS = {"harness_vs_bare": (0.95, ">="), "scaling_2_workers": (1.15, ">="), "nlcg_vs_momentum_step": (1.05, "<="),
            "accumulation_memory": (1.2, "<="), "input_headroom": (3.0, ">="), "flops_share": (0.25, ">="),
-           "allreduce_share": (None, None)}
+           "allreduce_share": (None, None), "scaling_ceiling": (None, None)}
 # sizes of a full run (about 8-10 minutes on 2 cores) and of --quick
 FULL = {"local_rounds": 6, "local_steps": 5, "scaling_rounds": 3, "scaling_steps": 10, "memory_batches": (512, 98304),
         "optimizer_steps": 5, "optimizer_rounds": 4, "matmul_n": 2048, "matmul_best_of": 3}
@@ -250,6 +253,12 @@ def entries(local: dict, scale: dict, memory: list[dict], table: list[dict]) -> 
 
     out["scaling_2_workers"] = entry(scaling_side(two), scaling_side(one), **target("scaling_2_workers"),
                                      note="a round = one child process per side, launched in turn")
+    if scale.get("ceiling"):
+        out["scaling_ceiling"] = entry(
+            side("2 plain processes x 1 thread at once, half the global batch each, no MPI (summed)", "images/s",
+                 [r["images_per_s"] for r in scale["ceiling"]], pairs=[r["pair"] for r in scale["ceiling"]]),
+            scaling_side(one), **target("scaling_ceiling"),
+            note="what scaling_2_workers could reach on this host if synchronising cost nothing")
     rows = {r["optimizer"]: r for r in table}
 
     def optimizer_side(name):

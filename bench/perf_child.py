@@ -15,9 +15,10 @@ Each child calls ``bench.distributed.init`` before anything touches TensorFlow's
 thread pools, which cannot change after that), then reads the config.
 
 Parent side: ``launch`` runs a child with the harness's launch line (``bench.launch.relaunch_command``);
-``scaling`` alternates ``mpirun -np 2`` and ``-np 1`` throughput children over rounds (a new
-pair of processes per round: an idle Horovod job busy-polls MPI, so a job cannot wait beside the one
-being timed); ``memory`` runs the two batches in separate processes, so their peaks do not mix.
+``scaling`` rotates ``mpirun -np 2``, ``-np 1`` and a pair of plain 1-thread throughput children
+(``launch_pair``: the ceiling, no synchronisation) over rounds (new processes per round: an idle Horovod
+job busy-polls MPI, so a job cannot wait beside the one being timed); ``memory`` runs the two batches in
+separate processes, so their peaks do not mix.
 """
 
 from __future__ import annotations
@@ -130,37 +131,68 @@ def _env() -> dict:
             "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2")}
 
 
+def _command(workers: int, mode: str, path: Path, args: tuple, mpi: bool) -> list[str]:
+    argv = ["perf-child", mode, "--config-json", str(path), *args]
+    # the harness's own launch line (bench.launch), so that its mpirun options apply here too
+    return relaunch_command(argv, workers, 1) if mpi else [sys.executable, "-m", "bench", *argv]
+
+
+def _result(p, mode: str, workers: int, stdout: str, stderr: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(MARKER + " ")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"perf child {mode} on {workers} worker(s) failed (exit {p.returncode}): "
+                           f"{(stderr or stdout).strip()[-2000:]}")
+    return json.loads(lines[-1][len(MARKER) + 1:])
+
+
 def launch(workers: int, mode: str, cfg, *args: str, mpi: bool = True) -> dict:
     """Run one child (``mpirun -np workers`` when ``mpi``, else a plain process) on ``cfg``; its JSON."""
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
         path = Path(tmp) / "config.json"
         path.write_text(json.dumps(cfg.to_dict()))
-        argv = ["perf-child", mode, "--config-json", str(path), *args]
-        # the harness's own launch line (bench.launch), so that its mpirun options apply here too
-        cmd = relaunch_command(argv, workers, 1) if mpi else [sys.executable, "-m", "bench", *argv]
         root = Path(__file__).resolve().parent.parent
-        p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=root, timeout=CHILD_TIMEOUT_S)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith(MARKER + " ")]
-    if p.returncode != 0 or not lines:
-        raise RuntimeError(f"perf child {mode} on {workers} worker(s) failed (exit {p.returncode}): "
-                           f"{(p.stderr or p.stdout).strip()[-2000:]}")
-    return json.loads(lines[-1][len(MARKER) + 1:])
+        p = subprocess.run(_command(workers, mode, path, args, mpi), capture_output=True, text=True, env=_env(),
+                           cwd=root, timeout=CHILD_TIMEOUT_S)
+    return _result(p, mode, workers, p.stdout, p.stderr)
+
+
+def launch_pair(cfg, *args: str) -> list[dict]:
+    """Two plain throughput children at once, one thread each, no MPI and no Horovod between them: what two
+    workers could reach on this host if synchronising cost nothing (the ceiling of scaling_2_workers)."""
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
+        path = Path(tmp) / "config.json"
+        path.write_text(json.dumps(cfg.to_dict()))
+        env = {**_env(), "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+        root = Path(__file__).resolve().parent.parent
+        procs = [subprocess.Popen(_command(1, "throughput", path, args, False), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env, cwd=root) for _ in range(2)]
+        outs = [p.communicate(timeout=CHILD_TIMEOUT_S) for p in procs]
+    return [_result(p, "throughput", 1, *out) for p, out in zip(procs, outs, strict=True)]
 
 
 def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
-    """``rounds`` x (2 workers on ``cfg``, 1 worker on the same global batch), alternating which goes first.
+    """``rounds`` x (2 workers on ``cfg``, 1 worker on the same global batch, and the ceiling: two plain
+    1-thread processes at once, each on half the global batch), rotating which goes first.
 
     The one worker runs twice the micro-batch of each of the two, with the same accumulation
-    (``bench.perf_local.one_worker_split``). Returns the children's outputs per side."""
+    (``bench.perf_local.one_worker_split``). Returns the children's outputs per side (the ceiling's per
+    round: both processes' images/s summed)."""
     from bench.perf_local import one_worker_split
 
     micro1, _ = one_worker_split(cfg)
     sides = {2: cfg, 1: replace(cfg, per_worker_batch=micro1)}
-    out = {2: [], 1: []}
+    half = replace(cfg, global_batch=cfg.global_batch // 2)
+    out = {2: [], 1: [], "ceiling": []}
+    order = (2, 1, "ceiling")
+    args = ("--steps", str(steps), "--warmup", str(warmup))
     for r in range(rounds):
-        for workers in ((2, 1) if r % 2 == 0 else (1, 2)):
-            out[workers].append(launch(workers, "throughput", sides[workers], "--steps", str(steps),
-                                       "--warmup", str(warmup)))
+        for side in order[r % 3:] + order[:r % 3]:
+            if side == "ceiling":
+                a, b = launch_pair(half, *args)
+                out["ceiling"].append({**a, "images_per_s": a["images_per_s"] + b["images_per_s"], "workers": 2,
+                                       "pair": [a["images_per_s"], b["images_per_s"]]})
+            else:
+                out[side].append(launch(side, "throughput", sides[side], *args))
     return out
 
 
