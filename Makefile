@@ -68,8 +68,11 @@ $(VENV)/.stamp-project: $(VENV)/.stamp-horovod pyproject.toml
 	$(PIP) install -e ".[dev]"
 	touch $@
 
+# Two pytest workers (pytest-xdist; worksteal evens out the long mpirun tests): 2 cores kept busy while one
+# test waits on process start-up. TEST_WORKERS=0 runs them one after another.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal) --durations=15
 
 # The quick subset (no mpirun, no end-to-end runs).
 test-fast: install

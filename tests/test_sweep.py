@@ -201,12 +201,13 @@ def test_packed_and_multi_worker_sweeps_relaunch_under_mpirun(tmp_path, workers,
     assert f"4 runs on {workers} worker(s) each, 0 to run" in dry.stdout
 
 
-def test_bad_launch_table_is_exit_2(tmp_path):
+def test_bad_launch_table_is_one_line_and_exit_2(tmp_path):
     for bad in ("workers = 0", "pack = \"2\"", "threads = 2"):
-        path = _write(tmp_path, f"steps = 2\n[launch]\n{bad}\n")
-        p = run_cli(["sweep", str(path), "--dry-run"])
-        assert p.returncode == 2 and "[launch]" in p.stderr and "valid: workers = N" in p.stderr, p.stderr
-        assert len(p.stderr.strip().splitlines()) == 1
+        with pytest.raises(ConfigError) as e:
+            sweep.load(_write(tmp_path, f"steps = 2\n[launch]\n{bad}\n"))
+        assert "[launch]" in str(e.value) and "valid: workers = N" in str(e.value) and "\n" not in str(e.value)
+    p = run_cli(["sweep", str(_write(tmp_path, "steps = 2\n[launch]\npack = 0\n")), "--dry-run"])
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "[launch]" in p.stderr, p.stderr
 
 
 def test_bad_pack_and_workers_are_exit_2(tmp_path):
