@@ -24,6 +24,7 @@ separate processes, so their peaks do not mix.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -40,6 +41,7 @@ MARKER = "BENCH_PERF_CHILD"
 MEMORY_MICRO = 256  # images per micro-batch of the memory entry
 MEMORY_WIDTH = 4  # base filters of the CIFAR ResNets in the memory entry: 384 micro-steps must fit the time
 CHILD_TIMEOUT_S = 900
+ROOT = Path(__file__).resolve().parent.parent  # children start here, as `python -m bench` does
 
 
 # ------------------------------------------------------------------------------------------ child side
@@ -145,27 +147,30 @@ def _result(p, mode: str, workers: int, stdout: str, stderr: str) -> dict:
     return json.loads(lines[-1][len(MARKER) + 1:])
 
 
-def launch(workers: int, mode: str, cfg, *args: str, mpi: bool = True) -> dict:
-    """Run one child (``mpirun -np workers`` when ``mpi``, else a plain process) on ``cfg``; its JSON."""
+@contextlib.contextmanager
+def _config_file(cfg):
+    """``cfg`` as a JSON file for a child's ``--config-json``, removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
         path = Path(tmp) / "config.json"
         path.write_text(json.dumps(cfg.to_dict()))
-        root = Path(__file__).resolve().parent.parent
+        yield path
+
+
+def launch(workers: int, mode: str, cfg, *args: str, mpi: bool = True) -> dict:
+    """Run one child (``mpirun -np workers`` when ``mpi``, else a plain process) on ``cfg``; its JSON."""
+    with _config_file(cfg) as path:
         p = subprocess.run(_command(workers, mode, path, args, mpi), capture_output=True, text=True, env=_env(),
-                           cwd=root, timeout=CHILD_TIMEOUT_S)
+                           cwd=ROOT, timeout=CHILD_TIMEOUT_S)
     return _result(p, mode, workers, p.stdout, p.stderr)
 
 
 def launch_pair(cfg, *args: str) -> list[dict]:
     """Two plain throughput children at once, one thread each, no MPI and no Horovod between them: what two
     workers could reach on this host if synchronising cost nothing (the ceiling of scaling_2_workers)."""
-    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
-        path = Path(tmp) / "config.json"
-        path.write_text(json.dumps(cfg.to_dict()))
-        env = {**_env(), "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
-        root = Path(__file__).resolve().parent.parent
+    env = {**_env(), "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    with _config_file(cfg) as path:
         procs = [subprocess.Popen(_command(1, "throughput", path, args, False), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env, cwd=root) for _ in range(2)]
+                                  stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for _ in range(2)]
         outs = [p.communicate(timeout=CHILD_TIMEOUT_S) for p in procs]
     return [_result(p, "throughput", 1, *out) for p, out in zip(procs, outs, strict=True)]
 
@@ -189,7 +194,7 @@ def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
         for side in order[r % 3:] + order[:r % 3]:
             if side == "ceiling":
                 a, b = launch_pair(half, *args)
-                out["ceiling"].append({**a, "images_per_s": a["images_per_s"] + b["images_per_s"], "workers": 2,
+                out["ceiling"].append({"images_per_s": a["images_per_s"] + b["images_per_s"],
                                        "pair": [a["images_per_s"], b["images_per_s"]]})
             else:
                 out[side].append(launch(side, "throughput", sides[side], *args))
