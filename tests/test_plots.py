@@ -346,7 +346,8 @@ def test_profiles_expand_and_the_reference_table_is_the_papers():
     from bench import sweep
 
     assert [len(sweep.load(ROOT / "experiments" / f"{p}.toml").runs) for p in
-            ("mini", "cifar100_resnet32", "imagenet_resnet50")] == [84, 32, 12]
+            ("mini", "mini_28", "mini_tuned", "mini_invariance", "cifar100_resnet32", "imagenet_resnet50")
+            ] == [84, 60, 72, 12, 32, 12]
     ref = pd.read_csv(REFERENCE)
     assert len(ref) == 32 and set(ref.optimizer) == {"nlcg-fr", "rmsprop", "momentum", "sgd"}
     assert ref.set_index(["global_batch", "optimizer"]).loc[(256, "nlcg-fr"), "top1"] == 0.684
