@@ -42,6 +42,11 @@ against the target; null for a reported-only entry):
 - ``scaling_ceiling`` (reported only): two plain 1-thread processes training at once, each on half the
   global batch, no MPI and no Horovod (images/s summed), over the same 1-worker side: the hardware's
   ceiling for ``scaling_2_workers``; their gap is the cost of synchronising every step.
+- ``scaling_no_sync`` (reported only): the 2 workers' job (``mpirun -np 2``, Horovod initialised, its
+  background thread and MPI's progress running) with each rank training its half alone, no collective per
+  step, over the same 1-worker side. It splits the gap: ceiling -> no_sync is what Horovod's and MPI's
+  threads cost, no_sync -> scaling_2_workers what the per-step collective costs (the allreduce itself,
+  ``allreduce_share``, and waiting for the slower rank).
 
 bench.json also holds ``machine`` (CPUs, model name, memory and its copy bandwidth, versions, load when it
 started and ended), ``when``, ``duration_s`` and ``phase_s``, ``workload`` (the config), ``parameters`` (of
@@ -80,7 +85,7 @@ QUICK_OPTIMIZERS = "momentum,nlcg-fr"
 # (target, direction) of every bench.json entry; None: reported only
 TARGETS = {"harness_vs_bare": (0.95, ">="), "scaling_2_workers": (1.15, ">="), "nlcg_vs_momentum_step": (1.05, "<="),
            "accumulation_memory": (1.2, "<="), "input_headroom": (3.0, ">="), "flops_share": (0.25, ">="),
-           "allreduce_share": (None, None), "scaling_ceiling": (None, None)}
+           "allreduce_share": (None, None), "scaling_ceiling": (None, None), "scaling_no_sync": (None, None)}
 # sizes of a full run (about 8-10 minutes on 2 cores) and of --quick
 FULL = {"local_rounds": 6, "local_steps": 5, "scaling_rounds": 3, "scaling_steps": 10, "memory_batches": (512, 98304),
         "optimizer_steps": 5, "optimizer_rounds": 4, "matmul_n": 2048, "matmul_best_of": 3}
@@ -259,6 +264,15 @@ def entries(local: dict, scale: dict, memory: list[dict], table: list[dict]) -> 
                  [r["images_per_s"] for r in scale["ceiling"]], pairs=[r["pair"] for r in scale["ceiling"]]),
             scaling_side(one), **target("scaling_ceiling"),
             note="what scaling_2_workers could reach on this host if synchronising cost nothing")
+    if scale.get("no_sync"):
+        out["scaling_no_sync"] = entry(
+            side("2 Horovod workers x 1 thread under mpirun, each on its half alone: no collective per step "
+                 "(summed)", "images/s", [r["images_per_s"] for r in scale["no_sync"]],
+                 per_rank=[r["per_rank"] for r in scale["no_sync"]]),
+            scaling_side(one), **target("scaling_no_sync"),
+            note="between scaling_ceiling and scaling_2_workers: the first gap is the cost of Horovod's and "
+                 "MPI's threads, the second that of the per-step collective (the wait for the slower rank "
+                 "and the allreduce)")
     rows = {r["optimizer"]: r for r in table}
 
     def optimizer_side(name):

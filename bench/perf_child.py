@@ -6,7 +6,8 @@ every ``python -m bench`` process does; under ``mpirun -np N`` for several worke
 
 - ``throughput``: the harness's train step (``bench.perf._setup``: make_train_step fed by train_dataset)
   after warm-up, ``--steps`` steps; with several workers also the gradient allreduce alone (one grouped
-  Horovod allreduce of the model's gradient shapes), each step followed by one allreduce.
+  Horovod allreduce of the model's gradient shapes), each step followed by one allreduce. ``--no-sync``:
+  every rank trains its share as a world of one (no collective), Horovod and MPI running as in the job.
 - ``memory``: ONE step of the harness's train step at ``--global-batch`` in micro-batches of ``--micro``
   (accumulation), then the process's peak resident memory (VmHWM of /proc/self/status).
 - ``optimizers``: the per-optimizer table of ``bench.perf.run``.
@@ -15,10 +16,10 @@ Each child calls ``bench.distributed.init`` before anything touches TensorFlow's
 thread pools, which cannot change after that), then reads the config.
 
 Parent side: ``launch`` runs a child with the harness's launch line (``bench.launch.relaunch_command``);
-``scaling`` rotates ``mpirun -np 2``, ``-np 1`` and a pair of plain 1-thread throughput children
-(``launch_pair``: the ceiling, no synchronisation) over rounds (new processes per round: an idle Horovod
-job busy-polls MPI, so a job cannot wait beside the one being timed); ``memory`` runs the two batches in
-separate processes, so their peaks do not mix.
+``scaling`` rotates ``mpirun -np 2``, ``-np 1``, a pair of plain 1-thread throughput children
+(``launch_pair``: the ceiling, no synchronisation) and ``mpirun -np 2 ... --no-sync`` over rounds (new
+processes per round: an idle Horovod job busy-polls MPI, so a job cannot wait beside the one being timed);
+``memory`` runs the two batches in separate processes, so their peaks do not mix.
 """
 
 from __future__ import annotations
@@ -55,11 +56,13 @@ def _peak_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
-def _throughput(cfg, world, steps: int, warmup: int) -> dict:
+def _throughput(cfg, world, steps: int, warmup: int, no_sync: bool = False) -> dict:
     from bench import data, distributed, perf
 
     info = data.info(cfg)
     micro, accumulation = distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch)
+    if no_sync:  # Horovod and MPI up on every rank, but each trains its share alone: no collective per step
+        return _throughput_no_sync(cfg, world, micro, accumulation, info, steps, warmup)
     step, _, allreduce = perf._setup(cfg, world, micro, accumulation, info)
     perf._timed(step, warmup)
     if world.size > 1:
@@ -77,6 +80,29 @@ def _throughput(cfg, world, steps: int, warmup: int) -> dict:
     return {"workers": world.size, "threads": int(os.environ.get("BENCH_THREADS", "0")), "micro_batch": micro,
             "accumulation": accumulation, "global_batch": cfg.global_batch, "step_s": step_s,
             "allreduce_s": allreduce_s, "images_per_s": cfg.global_batch * len(step_s) / sum(step_s)}
+
+
+def _throughput_no_sync(cfg, world, micro, accumulation, info, steps: int, warmup: int) -> dict:
+    """Each rank times the harness step on its share of the global batch as a world of one (no allreduce,
+    no wait for the other rank) while Horovod's background thread and MPI run as in a real job; images/s
+    summed over the ranks (gathered over MPI)."""
+    from bench import distributed, perf
+
+    step, _, _ = perf._setup(cfg, distributed.World(), micro, accumulation, info)
+    perf._timed(step, warmup)
+    if world.comm is not None:
+        world.comm.Barrier()  # every rank starts timing together
+    gc.collect()
+    gc.disable()
+    try:
+        step_s = perf._timed(step, steps)
+    finally:
+        gc.enable()
+    mine = micro * accumulation * len(step_s) / sum(step_s)
+    ranks = world.comm.gather(mine, root=0) if world.comm is not None else [mine]
+    return {"workers": world.size, "threads": int(os.environ.get("BENCH_THREADS", "0")), "micro_batch": micro,
+            "accumulation": accumulation, "global_batch": cfg.global_batch, "step_s": step_s, "allreduce_s": [],
+            "images_per_s": sum(ranks) if world.is_chief else mine, "per_rank": ranks, "no_sync": True}
 
 
 def _memory(cfg, world) -> dict:
@@ -101,6 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--optimizers", default="momentum,nlcg-fr")
+    p.add_argument("--no-sync", action="store_true", help="throughput: every rank alone, no collective per step")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from bench import config, distributed
@@ -108,7 +135,7 @@ def main(argv=None) -> int:
     world = distributed.init()  # first: the thread pools cannot change once TF's runtime has started
     cfg = config.make(json.loads(Path(args.config_json).read_text()))
     if args.mode == "throughput":
-        out = _throughput(cfg, world, args.steps, args.warmup)
+        out = _throughput(cfg, world, args.steps, args.warmup, args.no_sync)
     elif args.mode == "memory":
         out = _memory(cfg, world)
     else:
@@ -176,8 +203,9 @@ def launch_pair(cfg, *args: str) -> list[dict]:
 
 
 def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
-    """``rounds`` x (2 workers on ``cfg``, 1 worker on the same global batch, and the ceiling: two plain
-    1-thread processes at once, each on half the global batch), rotating which goes first.
+    """``rounds`` x (2 workers on ``cfg``, 1 worker on the same global batch, the ceiling: two plain
+    1-thread processes at once, each on half the global batch, and ``no_sync``: the 2 workers' job with
+    Horovod up but no collective per step), rotating which goes first.
 
     The one worker runs twice the micro-batch of each of the two, with the same accumulation
     (``bench.perf_local.one_worker_split``). Returns the children's outputs per side (the ceiling's per
@@ -187,15 +215,17 @@ def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
     micro1, _ = one_worker_split(cfg)
     sides = {2: cfg, 1: replace(cfg, per_worker_batch=micro1)}
     half = replace(cfg, global_batch=cfg.global_batch // 2)
-    out = {2: [], 1: [], "ceiling": []}
-    order = (2, 1, "ceiling")
+    out = {2: [], 1: [], "ceiling": [], "no_sync": []}
+    order = (2, 1, "ceiling", "no_sync")
     args = ("--steps", str(steps), "--warmup", str(warmup))
     for r in range(rounds):
-        for side in order[r % 3:] + order[:r % 3]:
+        for side in order[r % 4:] + order[:r % 4]:
             if side == "ceiling":
                 a, b = launch_pair(half, *args)
                 out["ceiling"].append({"images_per_s": a["images_per_s"] + b["images_per_s"],
                                        "pair": [a["images_per_s"], b["images_per_s"]]})
+            elif side == "no_sync":
+                out["no_sync"].append(launch(2, "throughput", cfg, *args, "--no-sync"))
             else:
                 out[side].append(launch(side, "throughput", sides[side], *args))
     return out

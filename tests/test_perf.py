@@ -166,6 +166,7 @@ def test_perf_json_quick_writes_every_entry(tmp_path):
         for s in (e["numerator"], e["denominator"]):
             assert s["n"] >= 1 and s["unit"] and math.isfinite(s["mean"]), key
     assert doc["scaling_2_workers"]["numerator"]["what"].startswith("2 worker")
+    assert [len(r) for r in doc["scaling_no_sync"]["numerator"]["per_rank"]] == [2]  # both ranks, summed
     assert doc["accumulation_memory"]["numerator"]["accumulation"] == 8192 // 256
     assert [r["optimizer"] for r in doc["optimizers"]] == ["momentum", "nlcg-fr"]
     assert doc["optimizers"][0]["workers"] == 2 and doc["parameters"] > 0
