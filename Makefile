@@ -96,7 +96,7 @@ sweep: install
 	$(PY) -m bench sweep $(SWEEP) $(LAUNCH)
 
 # The whole chain: the profile's sweep (resumable: finished runs are skipped), then its figures.
-# PROFILE=mini (default, <30 min on 2 cores) | mini_28 (MINI28_TIME) | mini_tuned | mini_invariance | cifar100_resnet32 (GPUs;
+# PROFILE=mini (default, <30 min on 2 cores) | mini_28 (2 h) | mini_tuned | mini_invariance | cifar100_resnet32 (GPUs;
 # CIFAR_DIR) | imagenet_resnet50 (cluster).
 reproduce-figures: install
 	$(PY) -m bench sweep experiments/$(PROFILE).toml $(LAUNCH)
