@@ -219,7 +219,7 @@ def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
     order = (2, 1, "ceiling", "no_sync")
     args = ("--steps", str(steps), "--warmup", str(warmup))
     for r in range(rounds):
-        for side in order[r % 4:] + order[:r % 4]:
+        for side in order[r % len(order):] + order[:r % len(order)]:
             if side == "ceiling":
                 a, b = launch_pair(half, *args)
                 out["ceiling"].append({"images_per_s": a["images_per_s"] + b["images_per_s"],
