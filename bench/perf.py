@@ -18,8 +18,8 @@ overlap). Reported: mean +- 1.96 sd of the step time over steps, its standard er
 launches its own workers; without a config, the default study's workload: resnet8 on Fashion-MNIST,
 global batch 256): bench.json, printed as a table. Every entry is a ratio of two things measured in the
 same run, interleaved in rounds, with both sides' samples, means, standard errors and units, a 95 % band
-(``perf_stats.INTERVAL_METHOD``: the delta method), its target and ``meets_target`` (the point ratio
-against the target; null for a reported-only entry):
+(``perf_stats.INTERVAL_METHOD``: the delta method, paired where both sides ran in the same rounds), its
+target and ``meets_target`` (the point ratio against the target; null for a reported-only entry):
 
 - ``harness_vs_bare`` >= 0.95: the harness's train step (make_train_step, data from train_dataset, one
   worker on every core) in images/s over a bare tf.function loop on the same model, batch, loss (with L2)
@@ -27,9 +27,9 @@ against the target; null for a reported-only entry):
 - ``scaling_2_workers`` >= 1.15: images/s of ``mpirun -np 2`` (each its share of the cores, from
   bench.distributed.init) over ``mpirun -np 1`` (every core; twice the micro-batch, same accumulation) at
   the same global batch, child processes alternated over rounds (``bench.perf_child``).
-- ``nlcg_vs_momentum_step`` <= 1.05: NLCG-FR's step time over Momentum's, from the per-optimizer table,
-  run on 2 workers (the default study's set-up) and stored in full under ``optimizers`` (by default the
-  study's momentum, nlcg-fr, nlcg-pr, rmsprop; ``--optimizers`` adds others).
+- ``nlcg_vs_momentum_step`` <= 1.05: NLCG-FR's step time over Momentum's (means of the same rounds, paired),
+  from the per-optimizer table, run on 2 workers (the default study's set-up) and stored in full under
+  ``optimizers`` (by default the study's momentum, nlcg-fr, nlcg-pr, rmsprop; ``--optimizers`` adds others).
 - ``accumulation_memory`` <= 1.2: peak resident memory (VmHWM) of one step at global batch 98304 over one
   at 512, micro-batches of 256, each in its own process; the CIFAR ResNets at width 4 (384 micro-steps
   must fit the time; the question is whether memory grows with accumulation, not this model's size).
@@ -88,7 +88,7 @@ TARGETS = {"harness_vs_bare": (0.95, ">="), "scaling_2_workers": (1.15, ">="), "
            "allreduce_share": (None, None), "scaling_ceiling": (None, None), "scaling_no_sync": (None, None)}
 # sizes of a full run (about 8-10 minutes on 2 cores) and of --quick
 FULL = {"local_rounds": 6, "local_steps": 5, "scaling_rounds": 3, "scaling_steps": 10, "memory_batches": (512, 98304),
-        "optimizer_steps": 5, "optimizer_rounds": 4, "matmul_n": 2048, "matmul_best_of": 3}
+        "optimizer_steps": 5, "optimizer_rounds": 6, "matmul_n": 2048, "matmul_best_of": 3}
 QUICK = {"local_rounds": 3, "local_steps": 2, "scaling_rounds": 1, "scaling_steps": 3, "memory_batches": (512, 8192),
          "optimizer_steps": 2, "optimizer_rounds": 2, "matmul_n": 1024, "matmul_best_of": 2}
 
@@ -139,7 +139,8 @@ def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -
     """Time ``names`` on the workload of ``cfg``; one row per optimizer (the first is the baseline).
 
     ``step_ms_se`` is the standard error of the mean step time over the rounds' means (each round times
-    ``steps`` consecutive steps of every optimizer in turn)."""
+    ``steps`` consecutive steps of every optimizer in turn, starting one later each round); ``round_ms``
+    lists those means, round by round (the same rounds for every row: bench.json pairs them)."""
     world = world or distributed.init()
     for name in names:
         if name not in optimizers.REGISTRY:
@@ -162,8 +163,8 @@ def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -
     gc.collect()
     gc.disable()
     try:
-        for _ in range(rounds):
-            for name in names:
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate who goes first
                 step_t[name] += _timed(fns[name][0], steps)
                 apply_t[name] += _timed(fns[name][1], steps)
                 reduce_t[name] += _timed(fns[name][2], steps) if world.size > 1 else [0.0]
@@ -183,7 +184,7 @@ def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -
             "apply_ms": 1e3 * a.mean(), "apply_ms_ci95": 1e3 * 1.96 * a.std(ddof=1),
             "apply_ratio": a.mean() / base_apply, "allreduce_ms": 1e3 * np.mean(reduce_t[name]),
             "compute_ms": 1e3 * (s.mean() - a.mean() - np.mean(reduce_t[name])), "samples": len(s),
-            "rounds": rounds,
+            "rounds": rounds, "round_ms": [1e3 * float(m) for m in round_means],
         })
     return pd.DataFrame(rows)
 
@@ -248,7 +249,7 @@ def entries(local: dict, scale: dict, memory: list[dict], table: list[dict]) -> 
                    **split)
     out = {"harness_vs_bare": entry(
         harness, side("bare tf.function loop, one fixed batch in memory", "images/s", local["bare"], **split),
-        **target("harness_vs_bare"))}
+        **target("harness_vs_bare"), paired=True)}
     two, one = scale[2], scale[1]
 
     def scaling_side(runs):
@@ -256,20 +257,20 @@ def entries(local: dict, scale: dict, memory: list[dict], table: list[dict]) -> 
                     [r["images_per_s"] for r in runs], micro_batch=runs[0]["micro_batch"],
                     accumulation=runs[0]["accumulation"], steps_per_round=len(runs[0]["step_s"]))
 
-    out["scaling_2_workers"] = entry(scaling_side(two), scaling_side(one), **target("scaling_2_workers"),
+    out["scaling_2_workers"] = entry(scaling_side(two), scaling_side(one), **target("scaling_2_workers"), paired=True,
                                      note="a round = one child process per side, launched in turn")
     if scale.get("ceiling"):
         out["scaling_ceiling"] = entry(
             side("2 plain processes x 1 thread at once, half the global batch each, no MPI (summed)", "images/s",
                  [r["images_per_s"] for r in scale["ceiling"]], pairs=[r["pair"] for r in scale["ceiling"]]),
-            scaling_side(one), **target("scaling_ceiling"),
+            scaling_side(one), **target("scaling_ceiling"), paired=True,
             note="what scaling_2_workers could reach on this host if synchronising cost nothing")
     if scale.get("no_sync"):
         out["scaling_no_sync"] = entry(
             side("2 Horovod workers x 1 thread under mpirun, each on its half alone: no collective per step "
                  "(summed)", "images/s", [r["images_per_s"] for r in scale["no_sync"]],
                  per_rank=[r["per_rank"] for r in scale["no_sync"]]),
-            scaling_side(one), **target("scaling_no_sync"),
+            scaling_side(one), **target("scaling_no_sync"), paired=True,
             note="between scaling_ceiling and scaling_2_workers: the first gap is the cost of Horovod's and "
                  "MPI's threads, the second that of the per-step collective (the wait for the slower rank "
                  "and the allreduce)")
@@ -277,12 +278,12 @@ def entries(local: dict, scale: dict, memory: list[dict], table: list[dict]) -> 
 
     def optimizer_side(name):
         r = rows[name]
-        return {"what": f"{name} step on {r['workers']} workers", "unit": "ms", "mean": r["step_ms"],
-                "se": r["step_ms_se"], "n": r["rounds"], "samples": [], "apply_ms": r["apply_ms"]}
+        return side(f"{name} step on {r['workers']} workers (a sample: one round's mean)", "ms", r["round_ms"],
+                    apply_ms=r["apply_ms"], steps_per_round=r["samples"] // r["rounds"])
 
     out["nlcg_vs_momentum_step"] = entry(optimizer_side("nlcg-fr"), optimizer_side("momentum"),
-                                         **target("nlcg_vs_momentum_step"),
-                                         note="samples are rounds' means (see optimizers)")
+                                         **target("nlcg_vs_momentum_step"), paired=True,
+                                         note="the table's rounds rotate which optimizer goes first")
     big, small = max(memory, key=lambda m: m["global_batch"]), min(memory, key=lambda m: m["global_batch"])
 
     def memory_side(m):
@@ -294,16 +295,17 @@ def entries(local: dict, scale: dict, memory: list[dict], table: list[dict]) -> 
                                        note="one process per batch: no band")
     out["input_headroom"] = entry(
         side("input pipeline alone (train_dataset, no model)", "images/s", local["pipeline"], **split), harness,
-        **target("input_headroom"))
+        **target("input_headroom"), paired=True)
     flops = local["train_flops_per_image"]
     out["flops_share"] = entry(
         side("achieved: train FLOPs per image x train step images/s", "FLOP/s", [flops * h for h in local["harness"]],
              train_flops_per_image=flops),
         side(f"fp32 peak: best {local['matmul_n']}^2 float32 matmul per round", "FLOP/s", local["matmul"]),
-        **target("flops_share"))
+        **target("flops_share"), paired=True)
     out["allreduce_share"] = entry(
         side("grouped allreduce of the gradients alone, 2 workers", "s", [np.mean(r["allreduce_s"]) for r in two]),
-        side("train step, 2 workers", "s", [np.mean(r["step_s"]) for r in two]), **target("allreduce_share"))
+        side("train step, 2 workers", "s", [np.mean(r["step_s"]) for r in two]), **target("allreduce_share"),
+        paired=True)
     return out
 
 

@@ -17,9 +17,11 @@ import numpy as np
 T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
         2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922, 2.093024, 2.085963,
         2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272)
-INTERVAL_METHOD = ("delta method: ratio r = mean(a) / mean(b), relative standard error "
-                   "sqrt((se_a/mean_a)^2 + (se_b/mean_b)^2), band r +- t_{0.975, min(n_a, n_b) - 1} x r x that; "
-                   "a sample is one interleaved round (one child process for the multi-process entries)")
+INTERVAL_METHOD = ("delta method: ratio r = mean(a) / mean(b); a sample is one interleaved round (one child "
+                   "process for the multi-process entries). Paired entries (both sides measured in the same "
+                   "rounds): standard error sd(a_i - r b_i) / sqrt(n) / mean(b), which cancels the machine's "
+                   "drift between rounds, band r +- t_{0.975, n - 1} x that; otherwise relative standard error "
+                   "sqrt((se_a/mean_a)^2 + (se_b/mean_b)^2), band r +- t_{0.975, min(n_a, n_b) - 1} x r x that")
 FLOPS_CONVENTION = ("Conv2D and Dense only: forward = 2 x multiply-accumulates (from output shapes and kernel "
                     "sizes; biases, BatchNorm, activations, pooling and the optimizer not counted); "
                     "forward + backward = 3 x forward (gradients of inputs and of weights each cost one forward)")
@@ -51,6 +53,21 @@ def ratio_interval(mean_a: float, se_a: float, n_a: int, mean_b: float, se_b: fl
     return r, (r - half, r + half)
 
 
+def paired_ratio_interval(a, b):
+    """mean(a) / mean(b) and its 95 % band when a_i and b_i were measured in the same round i (see
+    INTERVAL_METHOD): the ratio estimator's standard error sd(a_i - r b_i) / sqrt(n) / mean(b), so that a
+    round in which the machine ran slow for both sides moves the ratio little. (nan, nan) for n < 2."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples need the same number of rounds, got {a.size} and {b.size}")
+    r = float(a.mean() / b.mean())
+    if a.size < 2:
+        return r, (math.nan, math.nan)
+    se = float((a - r * b).std(ddof=1) / math.sqrt(a.size) / abs(b.mean()))
+    half = t975(a.size - 1) * se
+    return r, (r - half, r + half)
+
+
 def side(what: str, unit: str, samples, **extra) -> dict:
     """One side (numerator or denominator) of an entry: what it is, its unit, its samples and summary."""
     mean, se, n = mean_se(samples)
@@ -58,17 +75,25 @@ def side(what: str, unit: str, samples, **extra) -> dict:
             "samples": [float(s) for s in samples], **extra}
 
 
-def entry(numerator: dict, denominator: dict, target: float | None, direction: str = ">=", note: str = "") -> dict:
+def entry(numerator: dict, denominator: dict, target: float | None, direction: str = ">=", note: str = "",
+          paired: bool = False) -> dict:
     """A bench.json entry: the ratio of two sides measured in one run, its band, and the verdict.
+
+    ``paired``: sample i of both sides comes from the same round (paired_ratio_interval); else the sides
+    are treated as independent (ratio_interval).
 
     ``meets_target`` compares the point ratio with ``target`` (``direction`` ">=" or "<="); null when the
     entry is reported only (``target`` None) or the ratio is not finite."""
-    r, (low, high) = ratio_interval(numerator["mean"], numerator["se"], numerator["n"],
-                                    denominator["mean"], denominator["se"], denominator["n"])
+    if paired:
+        r, (low, high) = paired_ratio_interval(numerator["samples"], denominator["samples"])
+    else:
+        r, (low, high) = ratio_interval(numerator["mean"], numerator["se"], numerator["n"],
+                                        denominator["mean"], denominator["se"], denominator["n"])
     meets = None
     if target is not None and math.isfinite(r):
         meets = bool(r >= target) if direction == ">=" else bool(r <= target)
-    return {"ratio": r, "ci95": [low, high], "target": target, "direction": direction if target is not None else None,
+    return {"ratio": r, "ci95": [low, high], "interval": "paired" if paired else "independent", "target": target,
+            "direction": direction if target is not None else None,
             "meets_target": meets, "numerator": numerator, "denominator": denominator, "note": note}
 
 

@@ -61,6 +61,22 @@ def test_ratio_interval_by_the_delta_method_by_hand():
     assert (low, high) == (pytest.approx(0.847857, rel=1e-5), pytest.approx(3.952143, rel=1e-5))
 
 
+def test_paired_ratio_interval_by_hand_and_drift_cancels():
+    a, b = [10.0, 12.0, 14.0], [4.0, 5.0, 6.0]
+    r, (low, high) = perf_stats.paired_ratio_interval(a, b)
+    # r = 12 / 5 = 2.4; a_i - r b_i = [0.4, 0, -0.4], sd 0.4; se = 0.4 / sqrt(3) / 5 = 0.0461880;
+    # half-width t_{0.975,2} x se = 4.302653 x 0.0461880 = 0.198729 (the unpaired band above: 1.55)
+    assert r == pytest.approx(2.4)
+    assert (low, high) == (pytest.approx(2.201271, rel=1e-5), pytest.approx(2.598729, rel=1e-5))
+    # a machine twice as slow in round 2 for both sides leaves the ratio exact
+    assert perf_stats.paired_ratio_interval([2.0, 1.0], [1.0, 0.5]) == (2.0, (2.0, 2.0))
+    e = perf_stats.entry(perf_stats.side("a", "ms", a), perf_stats.side("b", "ms", b), 2.5, "<=", paired=True)
+    assert e["interval"] == "paired" and e["ci95"] == [pytest.approx(low), pytest.approx(high)]
+    assert e["meets_target"] is True
+    with pytest.raises(ValueError, match="same number of rounds"):
+        perf_stats.paired_ratio_interval([1.0, 2.0], [1.0])
+
+
 def test_t_quantiles_and_a_single_sample_has_no_band():
     assert perf_stats.t975(1) == pytest.approx(12.7062, rel=1e-5)
     assert perf_stats.t975(9) == pytest.approx(2.26216, rel=1e-5)
