@@ -19,7 +19,7 @@ Parent side: ``launch`` runs a child with the harness's launch line (``bench.lau
 ``scaling`` rotates ``mpirun -np 2``, ``-np 1``, a pair of plain 1-thread throughput children
 (``launch_pair``: the ceiling, no synchronisation) and ``mpirun -np 2 ... --no-sync`` over rounds (new
 processes per round: an idle Horovod job busy-polls MPI, so a job cannot wait beside the one being timed);
-``memory`` runs the two batches in separate processes, so their peaks do not mix.
+``memory`` runs the two batches in separate processes at once, so their peaks do not mix.
 """
 
 from __future__ import annotations
@@ -191,15 +191,22 @@ def launch(workers: int, mode: str, cfg, *args: str, mpi: bool = True) -> dict:
     return _result(p, mode, workers, p.stdout, p.stderr)
 
 
+def launch_concurrent(cfgs: list, mode: str, *args: str, env: dict | None = None) -> list[dict]:
+    """One plain child (no MPI) per config in ``cfgs``, all at once; their JSON, in order."""
+    env = {**_env(), **(env or {})}
+    with contextlib.ExitStack() as stack:
+        paths = [stack.enter_context(_config_file(c)) for c in cfgs]
+        procs = [subprocess.Popen(_command(1, mode, path, args, False), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for path in paths]
+        outs = [p.communicate(timeout=CHILD_TIMEOUT_S) for p in procs]
+    return [_result(p, mode, 1, *out) for p, out in zip(procs, outs, strict=True)]
+
+
 def launch_pair(cfg, *args: str) -> list[dict]:
     """Two plain throughput children at once, one thread each, no MPI and no Horovod between them: what two
     workers could reach on this host if synchronising cost nothing (the ceiling of scaling_2_workers)."""
-    env = {**_env(), "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
-    with _config_file(cfg) as path:
-        procs = [subprocess.Popen(_command(1, "throughput", path, args, False), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for _ in range(2)]
-        outs = [p.communicate(timeout=CHILD_TIMEOUT_S) for p in procs]
-    return [_result(p, "throughput", 1, *out) for p, out in zip(procs, outs, strict=True)]
+    return launch_concurrent([cfg, cfg], "throughput", *args,
+                             env={"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"})
 
 
 def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
@@ -232,9 +239,10 @@ def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
 
 
 def memory(cfg, batches: tuple[int, ...], micro: int = MEMORY_MICRO, width: int = MEMORY_WIDTH) -> list[dict]:
-    """One step at each global batch (one process each, one worker) with micro-batches of ``micro``."""
+    """One step at each global batch with micro-batches of ``micro``: one process each (their peaks do not
+    mix), all at once (a peak is the process's own; they share only the cores, and time)."""
     small = replace(cfg, width=min(cfg.width, width), per_worker_batch=micro)
-    return [launch(1, "memory", replace(small, global_batch=b), mpi=False) for b in batches]
+    return launch_concurrent([replace(small, global_batch=b) for b in batches], "memory")
 
 
 def optimizers(cfg, names: list[str], steps: int, rounds: int, workers: int = 2) -> list[dict]:
