@@ -32,6 +32,19 @@ def test_cores_are_shared_among_every_process_on_the_host():
     assert user["TF_NUM_INTRAOP_THREADS"] == user["BENCH_THREADS"] == "3"
 
 
+def test_cpu_workers_fuse_small_gradients_only_unless_the_user_says_otherwise():
+    from bench import distributed
+
+    cpu, gpu, user = {}, {}, {"HOROVOD_FUSION_THRESHOLD": "0", "HOROVOD_STALL_CHECK_TIME_SECONDS": "5"}
+    distributed.horovod_defaults(cpu, has_gpu=False)
+    distributed.horovod_defaults(gpu, has_gpu=True)
+    distributed.horovod_defaults(user, has_gpu=False)
+    assert cpu["HOROVOD_FUSION_THRESHOLD"] == str(2**20)
+    assert "HOROVOD_FUSION_THRESHOLD" not in gpu  # Horovod's own default on GPUs
+    assert user["HOROVOD_FUSION_THRESHOLD"] == "0" and user["HOROVOD_STALL_CHECK_TIME_SECONDS"] == "5"
+    assert cpu["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"] == gpu["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"] == "90"
+
+
 def test_mpi_yields_when_idle_unless_the_user_says_otherwise():
     from bench import launch
 
