@@ -87,7 +87,7 @@ TARGETS = {"harness_vs_bare": (0.95, ">="), "scaling_2_workers": (1.15, ">="), "
            "accumulation_memory": (1.2, "<="), "input_headroom": (3.0, ">="), "flops_share": (0.25, ">="),
            "allreduce_share": (None, None), "scaling_ceiling": (None, None), "scaling_no_sync": (None, None)}
 # sizes of a full run (about 8-10 minutes on 2 cores) and of --quick
-FULL = {"local_rounds": 6, "local_steps": 5, "scaling_rounds": 3, "scaling_steps": 10, "memory_batches": (512, 98304),
+FULL = {"local_rounds": 12, "local_steps": 3, "scaling_rounds": 3, "scaling_steps": 10, "memory_batches": (512, 98304),
         "optimizer_steps": 4, "optimizer_rounds": 5, "matmul_n": 2048, "matmul_best_of": 3}
 QUICK = {"local_rounds": 3, "local_steps": 2, "scaling_rounds": 1, "scaling_steps": 3, "memory_batches": (512, 8192),
          "optimizer_steps": 2, "optimizer_rounds": 2, "matmul_n": 1024, "matmul_best_of": 2}
