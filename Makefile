@@ -33,7 +33,7 @@ help:
 	@echo "make sweep       install + every pending run of SWEEP=$(SWEEP) [WORKERS=w PACK=k, else the file's [launch]]"
 	@echo "make reproduce-figures  install + sweep PROFILE=$(PROFILE) + figures and claims in figures/$(PROFILE)/"
 	@echo "make report      figures and claims.md from results/$(PROFILE) (no training)"
-	@echo "make lint        ruff"
+	@echo "make lint        ruff check"
 	@echo "make install-slurm  slurm-wlm + munge from Debian (for tests/test_slurm.py's one-node cluster)"
 	@echo "make slurm-sweep SWEEP=... JOBS=$(JOBS) TASKS=$(TASKS) [PACK=k]  sbatch a JOBS-job array sharing the sweep"
 
@@ -78,9 +78,9 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not mpi and not slow"
 
+# ruff's linter (pyproject.toml [tool.ruff]); the code is laid out by hand at 120 columns, not by ruff format
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 
 smoke: install
 	mpirun -np $(NP) --oversubscribe --bind-to none $(PY) -m bench train --config $(CONFIG)
