@@ -75,7 +75,7 @@ import pandas as pd
 import tensorflow as tf
 
 import optimizers
-from bench import data, distributed, models, schedule, train
+from bench import data, distributed, models, perf_stats, schedule, train
 from bench.config import ConfigError, RunConfig
 
 WARMUP_STEPS = 3
@@ -164,7 +164,7 @@ def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -
     gc.disable()
     try:
         for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate who goes first
+            for name in perf_stats.rotated(names, r):
                 step_t[name] += _timed(fns[name][0], steps)
                 apply_t[name] += _timed(fns[name][1], steps)
                 reduce_t[name] += _timed(fns[name][2], steps) if world.size > 1 else [0.0]
@@ -193,7 +193,7 @@ def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -
 def bench(cfg: RunConfig, names: list[str], quick: bool = False) -> dict:
     """Measure every entry of bench.json on the workload of ``cfg`` (see the module docstring); returns
     the document (non-finite numbers as None). Must run outside MPI: it launches its own workers."""
-    from bench import launch, perf_child, perf_local, perf_stats
+    from bench import launch, perf_child, perf_local
 
     if launch.under_mpi():
         raise ConfigError("perf --json launches its own workers (mpirun -np 1 and 2); run it outside mpirun")

@@ -218,6 +218,7 @@ def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
     (``bench.perf_local.one_worker_split``). Returns the children's outputs per side (the ceiling's per
     round: both processes' images/s summed)."""
     from bench.perf_local import one_worker_split
+    from bench.perf_stats import rotated
 
     micro1, _ = one_worker_split(cfg)
     sides = {2: cfg, 1: replace(cfg, per_worker_batch=micro1)}
@@ -226,7 +227,7 @@ def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
     order = (2, 1, "ceiling", "no_sync")
     args = ("--steps", str(steps), "--warmup", str(warmup))
     for r in range(rounds):
-        for side in order[r % len(order):] + order[:r % len(order)]:
+        for side in rotated(order, r):
             if side == "ceiling":
                 a, b = launch_pair(half, *args)
                 out["ceiling"].append({"images_per_s": a["images_per_s"] + b["images_per_s"],

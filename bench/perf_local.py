@@ -139,13 +139,14 @@ def run(cfg: RunConfig, rounds: int, steps: int, warmup: int = 3, matmul_n: int 
     pipeline_n = max(PIPELINE_BATCHES, steps * accumulation)
     for fn in (harness, bare, pull, mm):  # compile and warm up
         _block(fn, warmup)
+    timed = {"harness": harness, "bare": bare}
     out = {"harness": [], "bare": [], "pipeline": [], "matmul": []}
     gc.collect()
     gc.disable()  # as timeit: a collection of the graphs built above would land in a timed block
     try:
         for r in range(rounds):
-            for name in ("harness", "bare")[:: 1 if r % 2 == 0 else -1]:  # alternate which goes first
-                out[name].append(images_per_step * steps / _block(harness if name == "harness" else bare, steps))
+            for name in perf_stats.rotated(list(timed), r):  # alternate which goes first
+                out[name].append(images_per_step * steps / _block(timed[name], steps))
             _block(pull, PIPELINE_DRAIN)  # empty what the pipeline prefetched while the others ran
             out["pipeline"].append(micro * pipeline_n / _block(pull, pipeline_n))
             out["matmul"].append(2 * matmul_n**3 / min(_block(mm, 1) for _ in range(matmul_best_of)))

@@ -68,6 +68,13 @@ def paired_ratio_interval(a, b):
     return r, (r - half, r + half)
 
 
+def rotated(order, r: int) -> tuple:
+    """``order`` started ``r`` places later (round ``r`` of an interleaved measurement), so that every item
+    goes first as often as the others."""
+    k = r % len(order)
+    return (*order[k:], *order[:k])
+
+
 def side(what: str, unit: str, samples, **extra) -> dict:
     """One side (numerator or denominator) of an entry: what it is, its unit, its samples and summary."""
     mean, se, n = mean_se(samples)

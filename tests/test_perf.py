@@ -77,6 +77,12 @@ def test_paired_ratio_interval_by_hand_and_drift_cancels():
         perf_stats.paired_ratio_interval([1.0, 2.0], [1.0])
 
 
+def test_rounds_rotate_so_each_goes_first_in_turn():
+    assert [perf_stats.rotated(("a", "b", "c"), r) for r in range(4)] == [
+        ("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b"), ("a", "b", "c")]
+    assert perf_stats.rotated(["x", "y"], 1) == ("y", "x")
+
+
 def test_t_quantiles_and_a_single_sample_has_no_band():
     assert perf_stats.t975(1) == pytest.approx(12.7062, rel=1e-5)
     assert perf_stats.t975(9) == pytest.approx(2.26216, rel=1e-5)
