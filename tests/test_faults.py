@@ -51,7 +51,7 @@ def test_an_error_on_one_rank_fails_the_run_on_every_rank_and_the_sweep_goes_on(
     _imagenet_with_a_bad_jpeg_on_rank_1(data_dir)
     sweep = tmp_path / "bad.toml"
     sweep.write_text(f'output_dir = "{tmp_path}/results"\ndataset = "imagenet"\ndata_dir = "{data_dir}"\n'
-                     'model = "resnet8"\nwidth = 4\nglobal_batch = 4\nper_worker_batch = 2\nsteps = 3\n'
+                     'model = "resnet8"\nwidth = 16\nglobal_batch = 4\nper_worker_batch = 2\nsteps = 3\n'
                      'eval_every_epochs = 0\nprecise_bn_images = 4\n[grid]\nseed = [0, 1]\n')
     t0 = time.perf_counter()
     p = run_cli(["sweep", str(sweep)], np_=2, timeout=240)
