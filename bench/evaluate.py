@@ -23,8 +23,46 @@ import numpy as np
 import tensorflow as tf
 
 from bench import data, distributed
-from bench.config import RunConfig
+from bench.config import ConfigError, RunConfig
 from bench.distributed import World
+
+
+def check(cfg: RunConfig, workers: int) -> None:
+    """Raise ConfigError (one line naming the value and what is valid) for an evaluation that would fail on
+    ``workers`` ranks only when it first runs, after the training it cost. Refused:
+
+    - ``bn_eval = "precise"`` with less than one PreciseBN image per worker: each rank takes
+      min(precise_bn_images, training images) // workers of them, so every rank gets none and fails with a
+      TypeError (``make_precise_bn``). The error names ``precise_bn_images`` or whatever made the training
+      set that small (``validation_size``, ``synthetic_train_size``).
+    - a test split with no image (a data folder whose test file holds none): top-1 divides by zero.
+
+    Not refused, because they evaluate correctly: a test or validation split with fewer images than workers
+    (a rank with an empty shard adds zeros to the summed counts), an ``eval_batch`` or ``precise_bn_images``
+    that is no multiple of the workers (batches are per rank, the last one short; PreciseBN weighs by count).
+    Reads the data files' headers (``data.info``), so it raises DataError for missing or corrupt ones.
+    """
+    info = data.info(cfg)
+    if info.test_size < 1:
+        raise data.DataError(f"{cfg.dataset}: the test split in {cfg.data_dir or 'the default data folder'} has "
+                             "0 images; valid: at least 1 (evaluation divides by the count)")
+    if cfg.bn_eval != "precise":
+        return
+    moving = 'or bn_eval = "moving"'
+    if cfg.precise_bn_images < workers:
+        raise ConfigError(f"precise_bn_images = {cfg.precise_bn_images} gives 0 images to each of the {workers} "
+                          f"workers ({cfg.precise_bn_images} // {workers}); valid: >= {workers}, {moving}")
+    if info.train_size < workers:  # imagenet's is fixed (info): only in-memory datasets get here
+        native = info.train_size + cfg.validation_size
+        share = f"{info.train_size} training image(s), 0 PreciseBN images for each of the {workers} workers"
+        if cfg.validation_size and native >= workers:
+            raise ConfigError(f"validation_size = {cfg.validation_size} leaves {share}; valid: <= "
+                              f"{native - workers}, {moving}")
+        if cfg.dataset == "synthetic":
+            raise ConfigError(f"synthetic_train_size = {cfg.synthetic_train_size} leaves {share}; valid: >= "
+                              f"{workers + cfg.validation_size}, {moving}")
+        raise data.DataError(f"{cfg.dataset}: the training split in {cfg.data_dir or 'the default data folder'} "
+                             f"has {share}; valid: at least {workers + cfg.validation_size} images, {moving}")
 
 
 def make_weight_ema(variables, decay: float):

@@ -12,6 +12,17 @@ write then takes the next attempt number), then fsync of the folder. History fir
 a runs row always has its history. Nothing is ever rewritten, so no lock is needed and a killed writer
 leaves only a temporary file behind. A write that fails raises ``WriteError`` and publishes nothing.
 
+On a shared file system (NFS): a client may resend a LINK whose reply was lost and report EEXIST for the
+link that succeeded; after EEXIST the write compares the final name with its temporary file
+(``os.path.samestat``) and, when they are one file, counts it as published (else the name is another
+writer's and it takes the next attempt number). A folder fsync that the file system refuses (EINVAL,
+ENOTSUP/EOPNOTSUPP, EBADF: some NFS and FUSE mounts) is skipped, the data file itself having been fsynced,
+with one warning per process naming the folder and the errno; any other error fails the write. A
+directory listing may lag behind files other hosts published (attribute and lookup caches), so
+``completed_ids`` (listing based) can miss a run: a sweep re-checks each run with ``is_completed`` right
+after claiming it, and that looks the run's files up by name (``<run_id>-a1.parquet``, ``-a2``, ...), not
+by listing the folder.
+
 ``load_runs`` / ``load_history`` read every published file (legacy ones included) as one pyarrow dataset
 whose schema is the union of the files' schemas (a column a file lacks is null/NaN there). A file that
 cannot be read (truncated, not Parquet, no string ``run_id`` column, a type clashing with the others) is
@@ -55,7 +66,7 @@ RUN_COLUMNS = [
     "keras_version", "horovod_version", "mpi_version", "git_commit", "config",
 ]
 HISTORY_COLUMNS = ["run_id", "attempt", "step", "epoch", "loss", "lr"]  # an empty history's columns
-STATUSES = ("complete", "diverged", "failed")
+STATUSES = ("complete", "diverged", "failed", "crashed")  # crashed: a dead attempt, recorded by the next claimant
 DONE = ("complete", "diverged")  # a sweep does not train these again
 
 _NAME = re.compile(r"(.+)-a(\d+)\.parquet")
@@ -74,19 +85,45 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+# errnos of a folder fsync that the file system does not support (some NFS and FUSE mounts)
+DIR_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF})
+_refused_dir_fsync: str | None = None  # the folder whose fsync was refused first (warned once per process)
+
+
 def _fsync_dir(folder: Path) -> None:
+    """fsync ``folder`` (its new entry); one the file system refuses as unsupported (DIR_FSYNC_UNSUPPORTED)
+    is skipped with a warning, once per process; any other OSError propagates."""
+    global _refused_dir_fsync
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        if e.errno not in DIR_FSYNC_UNSUPPORTED:
+            raise
+        if _refused_dir_fsync is None:
+            _refused_dir_fsync = str(folder)
+            code = errno.errorcode.get(e.errno, str(e.errno))
+            warnings.warn(f"cannot fsync the results folder {folder} ({code}: {e.strerror or e}); each file is "
+                          "fsynced, the folder entry is not (said once per process)", stacklevel=2)
     finally:
         os.close(fd)
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether both names are one file (False if either is gone)."""
+    try:
+        return os.path.samestat(os.stat(a), os.stat(b))
+    except FileNotFoundError:
+        return False
 
 
 def _publish(folder: Path, name: str, data: bytes) -> Path | None:
     """Write ``data`` once to ``folder/name``; None (and nothing written) if that name already exists.
 
-    Temp file in the same folder, fsync, ``os.link`` (atomic, never overwrites), fsync of the folder. On an
-    error the temp file and anything published by this call are removed before the OSError propagates.
+    Temp file in the same folder, fsync, ``os.link`` (atomic, never overwrites), fsync of the folder. An
+    EEXIST from the link when the final name is the temp file itself (an NFS client that resent a LINK which
+    had succeeded) is a success. On an error the temp file and anything published by this call are removed
+    before the OSError propagates.
     """
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     final, linked = folder / name, False
@@ -98,7 +135,8 @@ def _publish(folder: Path, name: str, data: bytes) -> Path | None:
         try:
             os.link(tmp, final)
         except FileExistsError:
-            return None
+            if not _same_file(tmp, final):
+                return None  # another writer's file
         linked = True
         _fsync_dir(folder)
         return final
@@ -285,10 +323,50 @@ def completed_ids(directory: str | Path) -> set[str]:
     return set(runs.loc[runs.status.isin(DONE), "run_id"])
 
 
+def _attempt_files(directory: Path, run_id: str, legacy_rows: int) -> list[Path]:
+    """The runs files of ``run_id``: those a listing shows, and those found by name, not by listing.
+
+    By name: ``runs/<run_id>-a<k>.parquet`` for k = 1, 2, ... while that name exists, or the attempt is a
+    legacy row's (k <= ``legacy_rows``), or ``history/<run_id>-a<k>.parquet`` exists (a writer killed
+    between its two files: the attempt number is taken, the next one may follow); then one past every listed
+    attempt the same way.
+    """
+    runs_dir, history_dir = directory / RUNS_DIR, directory / HISTORY_DIR
+    listed = _files(runs_dir, run_id)
+    found, starts = [], {1} | {int(_NAME.fullmatch(p.name).group(2)) + 1 for p in listed}
+    for k in sorted(starts):
+        while True:
+            name = f"{run_id}-a{k}.parquet"
+            path = runs_dir / name
+            if path in found or path in listed:
+                k += 1
+                continue
+            if _exists(path):
+                found.append(path)
+            elif k > legacy_rows and not _exists(history_dir / name):
+                break
+            k += 1
+    return listed + found
+
+
+def _exists(path: Path) -> bool:
+    """A lookup by name (stat): it asks the file server, where a cached listing may not."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def is_completed(directory: str | Path, run_id: str) -> bool:
     """Whether ``run_id`` has a ``complete`` or ``diverged`` row; reads only that run's files (and legacy).
 
-    The check a sweep makes right after claiming a run: another process may have finished it meanwhile.
+    The check a sweep makes right after claiming a run: another process, on this host or another, may have
+    finished it meanwhile. Its files are looked up by name as well as listed (``_attempt_files``), so a
+    directory listing that another host's file is not in yet (NFS caching) does not hide the run.
     """
-    runs = _runs(Path(directory), ["run_id", "status"], check_run_id(run_id))
-    return bool(runs.status.isin(DONE).any())
+    directory, run_id = Path(directory), check_run_id(run_id)
+    legacy = _read(_legacy(directory, RUNS), ["run_id", "status"], run_id)
+    files = _attempt_files(directory, run_id, 0 if legacy is None else legacy.num_rows)
+    tables = [t for t in (legacy, _read(files, ["run_id", "status"], run_id)) if t is not None]
+    return any(status in DONE for t in tables if "status" in t.column_names for status in t["status"].to_pylist())

@@ -1,6 +1,9 @@
 """Evaluation measures the weights: PreciseBN statistics against a NumPy reference, the same on every rank,
 and independent of BatchNorm's moving averages (bn_momentum), which only the "moving" mode depends on."""
 
+import gzip
+import re
+import struct
 import subprocess
 
 import keras
@@ -83,3 +86,96 @@ def test_every_rank_evaluates_with_the_same_statistics_as_one_rank(tmp_path):
         np.testing.assert_array_equal(a, b)  # the same numbers on both ranks
         # batches of 40 split 120 images per rank: the same batches as one rank over 240, so the same numbers
         np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
+
+
+# ---- evaluate.check: configs that could only fail at the first evaluation, refused before training --------
+
+
+def _small(**kw):
+    return config.make({"dataset": "synthetic", "synthetic_image_size": 8, "synthetic_train_size": 64,
+                        "synthetic_test_size": 16, "width": 4, "per_worker_batch": 16, "eval_batch": 16,
+                        "precise_bn_images": 64, **kw})
+
+
+def _write_fashion(folder, n_train, n_test):
+    """Fashion-MNIST's four IDX files (random images) with these sizes."""
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        for kind, magic, array in (("images", 2051, rng.integers(0, 256, (n, 28, 28))),
+                                   ("labels", 2049, rng.integers(0, 10, n))):
+            with gzip.open(folder / f"{stem}-{kind}-idx{array.ndim}-ubyte.gz", "wb") as f:
+                f.write(struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes())
+    return config.make({"dataset": "fashion_mnist", "data_dir": str(folder), "width": 4, "precise_bn_images": 32,
+                        "per_worker_batch": 32})
+
+
+MOVING = ', or bn_eval = "moving"$'
+
+
+def test_check_refuses_fewer_precise_bn_images_than_workers():
+    for images, workers in [(1, 2), (3, 4), (7, 8)]:
+        with pytest.raises(config.ConfigError, match=rf"^precise_bn_images = {images} gives 0 images to each of the "
+                                                     rf"{workers} workers \({images} // {workers}\); valid: >= "
+                                                     rf"{workers}{MOVING}"):
+            evaluate.check(_small(precise_bn_images=images), workers)
+        evaluate.check(_small(precise_bn_images=workers), workers)  # the nearest valid: one image each
+        evaluate.check(_small(precise_bn_images=images, bn_eval="moving"), workers)  # no PreciseBN at all
+    evaluate.check(_small(precise_bn_images=1), 1)
+    evaluate.check(_small(precise_bn_images=3), 2)  # no multiple of the workers: 1 image each, 2 in all
+
+
+def test_check_refuses_a_training_split_smaller_than_the_workers():
+    with pytest.raises(config.ConfigError, match=r"^synthetic_train_size = 1 leaves 1 training image\(s\), 0 "
+                                                 rf"PreciseBN images for each of the 2 workers; valid: >= 2{MOVING}"):
+        evaluate.check(_small(synthetic_train_size=1), 2)
+    evaluate.check(_small(synthetic_train_size=2), 2)
+    with pytest.raises(config.ConfigError, match=r"^synthetic_train_size = 3 leaves 1 training image\(s\), .*"
+                                                 rf"valid: >= 6{MOVING}"):
+        evaluate.check(_small(synthetic_train_size=3, validation_size=2), 4)
+    with pytest.raises(config.ConfigError, match=r"^validation_size = 63 leaves 1 training image\(s\), 0 "
+                                                 rf"PreciseBN images for each of the 2 workers; valid: <= 62{MOVING}"):
+        evaluate.check(_small(validation_size=63), 2)
+    evaluate.check(_small(validation_size=62), 2)
+    evaluate.check(_small(validation_size=63, bn_eval="moving"), 2)
+
+
+def test_check_refuses_an_empty_test_split(tmp_path):
+    cfg = _write_fashion(tmp_path, 64, 0)
+    folder = re.escape(str(tmp_path))
+    with pytest.raises(data.DataError, match=rf"^fashion_mnist: the test split in {folder} has 0 images; valid: "
+                                             r"at least 1 \(evaluation divides by the count\)$"):
+        evaluate.check(cfg, 1)
+    assert issubclass(data.DataError, config.ConfigError)
+    _write_fashion(tmp_path, 64, 1)
+    evaluate.check(cfg, 2)  # one image: rank 0's shard is empty, rank 1's holds it
+
+
+def test_check_passes_splits_that_do_not_divide_over_the_workers():
+    # each of these evaluates correctly (trained and evaluated on 2 ranks with mpirun: status complete)
+    cfg = _small(synthetic_test_size=1, validation_size=1, eval_batch=3, precise_bn_images=5, per_worker_batch=3)
+    evaluate.check(cfg, 2)
+    # a rank with no test image adds zeros: the summed count is the whole split, once
+    counts = [sum(len(y) for _, y in data.eval_dataset(cfg, workers=2, rank=r, batch=cfg.eval_batch)) for r in (0, 1)]
+    assert counts == [0, 1]
+
+
+def test_the_refused_configs_did_fail_at_evaluation(tmp_path):
+    """What ``check`` refuses failed, before it, at the first evaluation, after the whole training.
+
+    On 2 ranks (mpirun -np 2 ... bench train --set precise_bn_images=1, or synthetic_train_size=1, both
+    with the rest of a tiny synthetic config) the run trained its steps and then failed with "rank 0:
+    TypeError: 'NoneType' object is not iterable; rank 1: TypeError: ...". Two ranks cannot run in one
+    process, but the failure happens on each rank before its allreduce, so one rank of two shows it here.
+    """
+    cfg = _small(precise_bn_images=1)
+    model = train.models.build(cfg.model, (8, 8, 3), 10, cfg.width)
+    for rank in (0, 1):
+        share = data.precise_bn_dataset(cfg, workers=2, rank=rank, batch=16)
+        assert sum(len(y) for _, y in share) == 0  # 1 // 2 images for every rank
+        with pytest.raises(TypeError, match="'NoneType' object is not iterable"):
+            evaluate.make_precise_bn(model, World(rank=rank, size=2))(share)
+    # an empty test split: ZeroDivisionError after training (measured with `bench train`, 1 worker)
+    cfg = _write_fashion(tmp_path, 64, 0)
+    model = train.models.build(cfg.model, (28, 28, 1), 10, cfg.width)
+    with pytest.raises(ZeroDivisionError):
+        evaluate.make_evaluator(cfg, model, World(), 10)()

@@ -1,5 +1,6 @@
 import errno
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -240,3 +241,97 @@ def test_concurrent_writers_lose_no_row(tmp_path):
     assert len(runs) == 18 and len(results.load_history(folder, all_attempts=True)) == 18
     hist = results.load_history(folder, "shared", all_attempts=True)
     assert sorted(hist.attempt) == list(range(1, 10))  # each history file matches its runs row
+
+
+# ---- a shared file system (NFS) -----------------------------------------------------------------------
+
+
+def test_a_link_the_nfs_client_retried_after_it_succeeded_is_our_publication(tmp_path, monkeypatch):
+    # NFS: the server made our link, its reply was lost, the client sent LINK again and got EEXIST back
+    real_link, calls = os.link, []
+
+    def link(src, dst):
+        real_link(src, dst)
+        calls.append(os.path.basename(os.path.dirname(dst)))
+        if len(calls) <= 2:  # this write's history file and its runs file
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+
+    monkeypatch.setattr(os, "link", link)
+    results.append_run(tmp_path, row("a"), [{"step": 1, "loss": 1.0}])
+    assert calls == ["history", "runs"]  # one link each: neither file was taken for someone else's
+    assert sorted(published(tmp_path)) == ["history/a-a1.parquet", "runs/a-a1.parquet"]  # no temp file left
+    runs = results.load_runs(tmp_path)
+    assert list(runs.attempt) == [1] and list(results.load_history(tmp_path, "a").attempt) == [1]
+
+
+def test_a_name_another_writer_holds_still_takes_the_next_attempt(tmp_path, monkeypatch):
+    results.append_run(tmp_path, row("a", "failed", error="x"), [])
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p: [n for n in real_listdir(p) if n != "a-a1.parquet"])
+    results.append_run(tmp_path, row("a"), [])  # counts no attempt, so tries a1: EEXIST, not ours
+    assert sorted(os.listdir(tmp_path / "runs")) == ["a-a2.parquet"]  # the fake listing
+    runs = results.load_runs(tmp_path)
+    assert list(zip(runs.attempt, runs.status, strict=True)) == [(1, "failed"), (2, "complete")]
+
+
+def _refuse_directory_fsync(monkeypatch, code):
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("code", sorted({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}),
+                         ids=errno.errorcode.get)  # ENOTSUP is EOPNOTSUPP on Linux
+def test_a_folder_the_file_system_cannot_fsync_is_written_with_one_warning(tmp_path, monkeypatch, code):
+    monkeypatch.setattr(results, "_refused_dir_fsync", None, raising=False)  # not yet said in this process
+    _refuse_directory_fsync(monkeypatch, code)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results.append_run(tmp_path, row("a"), [{"step": 1, "loss": 1.0}])
+        results.append_run(tmp_path, row("b"), [{"step": 1, "loss": 1.0}])
+    assert list(results.load_runs(tmp_path).run_id) == ["a", "b"] and len(results.load_history(tmp_path)) == 2
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "\n" not in messages[0], messages  # once per process, one line
+    assert str(tmp_path / "history") in messages[0] and errno.errorcode[code] in messages[0]
+
+
+def test_any_other_refused_folder_fsync_still_fails_the_write(tmp_path, monkeypatch):
+    results.append_run(tmp_path, row("a"), [{"step": 1, "loss": 1.0}])
+    before = published(tmp_path)
+    _refuse_directory_fsync(monkeypatch, errno.EIO)
+    with pytest.raises(results.WriteError, match=r"Input/output error \(EIO\)$"):
+        results.append_run(tmp_path, row("b"), [{"step": 1, "loss": 2.0}])
+    assert published(tmp_path) == before
+
+
+def _hide(monkeypatch, *names):
+    """A directory listing that does not show ``names`` (an NFS client's stale cache of the folder)."""
+    real_listdir, real_scandir = os.listdir, os.scandir
+    monkeypatch.setattr(os, "listdir", lambda p=".": [n for n in real_listdir(p) if n not in names])
+    monkeypatch.setattr(os, "scandir", lambda p=".": iter([e for e in real_scandir(p) if e.name not in names]))
+
+
+def test_a_finished_run_the_listing_does_not_show_is_found_by_name(tmp_path, monkeypatch):
+    results.append_run(tmp_path, row("a", "failed", error="x"), [{"step": 1, "loss": 1.0}])
+    results.append_run(tmp_path, row("a"), [{"step": 1, "loss": 1.0}])
+    results.append_run(tmp_path, row("b", "failed", error="x"), [])
+    _hide(monkeypatch, "a-a1.parquet", "a-a2.parquet", "b-a1.parquet")
+    assert results.completed_ids(tmp_path) == set()  # the listing's answer
+    assert results.is_completed(tmp_path, "a")  # the check a sweep makes right after claiming
+    assert not results.is_completed(tmp_path, "b") and not results.is_completed(tmp_path, "c")
+
+
+def test_finding_by_name_steps_over_a_killed_writers_gap_and_legacy_attempts(tmp_path, monkeypatch):
+    pd.DataFrame([{**row("a", "failed", error="x"), "attempt": 1}]).to_parquet(tmp_path / "runs.parquet",
+                                                                            index=False)
+    results.append_run(tmp_path, row("a", "failed", error="y"), [{"step": 1, "loss": 1.0}])  # a2
+    os.unlink(tmp_path / "runs" / "a-a2.parquet")  # killed between its two files: history/a-a2 only
+    results.append_run(tmp_path, row("a"), [{"step": 1, "loss": 1.0}])  # a3
+    assert sorted(os.listdir(tmp_path / "runs")) == ["a-a3.parquet"]
+    _hide(monkeypatch, "a-a2.parquet", "a-a3.parquet")
+    assert results.is_completed(tmp_path, "a")
