@@ -1,7 +1,8 @@
 """Command line: ``python -m bench train|perf --config X.toml | sweep X.toml [--set key=value ...]``.
 
 Exit codes: 0 done (complete or diverged: divergence is a result), 1 a run failed (a sweep: at least one;
-the others ran), 2 bad input (nothing trained, nothing written).
+the others ran), 2 bad input (nothing trained, nothing written). Under MPI, an exception that no agreed path
+handles aborts the whole job (MPI_Abort, exit 1) after printing it: a peer left waiting would hang for ever.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of the progress bar
 
@@ -62,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--pack", type=int, default=None,
                    help="runs trained at once, each on its own group of workers; default: the file's [launch] "
                    "pack, else 1")
+    w.add_argument("--max-crashes", type=int, default=None,
+                   help="skip a run after this many attempts that died natively (no row; recorded as crashed "
+                   "by the next claimant); default: the file's [launch] max_crashes, else 2")
     w.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field for every run")
@@ -151,5 +156,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> int:
+    """``main``, and under MPI the abort of the job on any exception that escapes it."""
+    from bench.launch import under_mpi
+
+    if not under_mpi():
+        return main()
+    try:
+        return main()
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the peers of this rank must not wait for it for ever
+        traceback.print_exc()
+        from bench.distributed import abort
+
+        abort(f"uncaught {type(e).__name__}: {e}")
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+
+from bench import faults
 
 PROGRESS = "progress.json"
 
@@ -49,6 +52,7 @@ class RunCheckpoint:
         self.extra = list(extra_variables)
         self.state = tf.train.Checkpoint(model=model, optimizer=optimizer, extra=self.extra)
         self.manager = tf.train.CheckpointManager(self.state, str(self.directory), max_to_keep=2)
+        self.token = uuid.uuid4().hex[:12]  # in temp names: two owners of one run never share a temp file
 
     def restore(self) -> tuple[int, dict, list[dict]]:
         """(step to resume after, saved progress, saved history rows); (0, {}, []) when there is none."""
@@ -80,15 +84,16 @@ class RunCheckpoint:
         if self.world.size > 1:
             self.directory.mkdir(parents=True, exist_ok=True)
             values = {f"v{i}": v.numpy() for i, v in enumerate(self.model.non_trainable_variables)}
-            _atomic_write_bytes(local, lambda f: np.savez(f, **values))
+            _atomic_write_bytes(local, lambda f: np.savez(f, **values), self.token)
+            faults.point("checkpoint", self.world.rank, step=step)
             self._barrier(f"ckpt_written_{step}")
         hist_name = f"history-{step}.parquet"
         if self.world.is_chief:
             path = Path(self.manager.save(checkpoint_number=step))
             _atomic_write_bytes(self.directory / hist_name,
-                                lambda f: pd.DataFrame(history).to_parquet(f, index=False))
+                                lambda f: pd.DataFrame(history).to_parquet(f, index=False), self.token)
             record = {**progress, "step": step, "checkpoint": path.name, "history": hist_name}
-            _atomic_write_bytes(self.directory / PROGRESS, lambda f: f.write(json.dumps(record).encode()))
+            _atomic_write_bytes(self.directory / PROGRESS, lambda f: f.write(json.dumps(record).encode()), self.token)
         if self.world.size > 1:
             self._barrier(f"ckpt_published_{step}")  # every rank knows progress.json names this step
         stale = [p for p in self.directory.glob(f"local-{self.world.rank}-*.npz") if p != local]
@@ -104,8 +109,8 @@ class RunCheckpoint:
         hvd.allreduce(tf.constant(1.0), op=hvd.Sum, name=name)
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def _atomic_write_bytes(path: Path, write, token: str) -> None:
+    tmp = path.with_name(f".{path.name}.{token}.tmp")
     with open(tmp, "wb") as f:
         write(f)
         f.flush()

@@ -1,14 +1,25 @@
 """Run claims: any number of sweep processes on one results folder train each pending run once.
 
 Before training a run, a sweep process claims it: ``<results_dir>/claims/<run_id>.claim``, created with
-O_CREAT | O_EXCL (only one process can create it), holds JSON ``{run_id, host, pid, token, claimed_at,
-heartbeat}`` (unix times in seconds). While the run trains, a daemon thread rewrites ``heartbeat`` every
-``heartbeat_s``; ``release()`` removes the file when the run is stored.
+O_CREAT | O_EXCL (only one process can create it), holds JSON ``{run_id, host, where, pid, token, claimed_at,
+heartbeat}`` (unix times in seconds) and what the claimant adds (a sweep: its ``job`` and the world ranks of
+the group that trains). While the run trains, a daemon thread rewrites ``heartbeat`` every ``heartbeat_s``;
+``release()`` removes the file when the run is stored.
+
+The claim is also the record that an attempt started: a process that dies without releasing it (a native
+crash, the OOM killer) leaves it behind, and whoever takes it over gets the dead owner's record as
+``Claim.previous`` (bench.sweep turns it into a ``crashed`` row, from the evidence ``fault_log`` files hold).
 
 A claim is stale, and the next ``claim`` takes it over, when its heartbeat (the newer of the file's
 ``heartbeat`` and its mtime, so one slow clock cannot expire a live claim) is older than the lease, or at
-once when its owner ran on this host and its pid is gone. A garbled or empty file (a writer killed between
-create and write) is stale once its mtime is older than the lease.
+once when its owner ran on this machine and its pid is gone. "This machine" is the host name, the boot id
+and the PID namespace (``where``): two containers that share a host name but not a PID namespace never
+judge each other's pids. A garbled or empty file (a writer killed between create and write) is stale once
+its mtime is older than the lease.
+
+A claim is lost when another process took it over, or when its heartbeat could not be written for half the
+lease (a full or unreachable disk: others will soon judge it stale). ``Claim.check()`` raises ClaimLost then;
+a run checks it at its logged steps and stops on every rank.
 
 Why the lease is 120 s (``DEFAULT_LEASE_S``; ``$BENCH_CLAIM_LEASE_S`` overrides it, read at each call): a
 run's chief heartbeats every 30 s (lease / 4), so a live claim misses three beats before anyone doubts it,
@@ -94,6 +105,27 @@ def _token(found: tuple[dict | None, float]) -> str | None:
     return found[0]["token"] if found[0] is not None else None
 
 
+class ClaimLost(RuntimeError):
+    """This process no longer holds the run it is training (taken over, or its heartbeat failed)."""
+
+
+def _read_first(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def machine() -> str:
+    """Host name | boot id | PID namespace: pids are comparable only between processes that share all three."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    return f"{socket.gethostname()}|{_read_first('/proc/sys/kernel/random/boot_id')}|{pidns}"
+
+
 def _pid_gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -109,7 +141,13 @@ def _is_stale(record: dict | None, mtime: float, lease: float) -> bool:
     last = max(mtime, beat) if isinstance(beat, int | float) and not isinstance(beat, bool) else mtime
     if time.time() - last > lease:
         return True
-    return record is not None and record["host"] == socket.gethostname() and _pid_gone(record["pid"])
+    return record is not None and record.get("where") == machine() and _pid_gone(record["pid"])
+
+
+def is_stale(record: dict, lease_s: float | None = None) -> bool:
+    """Whether a claim record (as ``active_claims`` gives it) would be taken over now."""
+    beat = record.get("heartbeat")
+    return _is_stale(record, beat if isinstance(beat, int | float) else 0.0, lease_seconds(lease_s))
 
 
 def _replace(path: Path, record: dict) -> None:
@@ -139,15 +177,19 @@ def _create(path: Path, record: dict) -> bool:
 
 
 class Claim:
-    """A held claim on one run: ``path``, ``run_id``, ``token``, ``lost`` (True once taken over).
+    """A held claim on one run: ``path``, ``run_id``, ``token``, ``lost`` (why, once lost; else "").
 
-    A daemon thread refreshes the heartbeat every ``heartbeat_s`` seconds while the file carries our
-    token. ``release()`` (idempotent) stops it and removes the file if it is still ours. A context manager.
+    ``previous``: the record of the stale claim this one took over (an attempt whose owner died without
+    releasing it), else None. A daemon thread refreshes the heartbeat every ``heartbeat_s`` seconds while
+    the file carries our token; ``check()`` raises ClaimLost once the claim is lost. ``release()``
+    (idempotent) stops it and removes the file if it is still ours. A context manager.
     """
 
-    def __init__(self, path: Path, record: dict, heartbeat_s: float):
+    def __init__(self, path: Path, record: dict, heartbeat_s: float, lease_s: float, previous: dict | None = None):
         self.path, self.run_id, self.token = path, record["run_id"], record["token"]
-        self.lost = False
+        self.previous = previous
+        self.lost = ""
+        self._lease = lease_s
         self._record = record
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(heartbeat_s,), daemon=True,
@@ -159,18 +201,40 @@ class Claim:
         return found is not None and found[0] is not None and found[0]["token"] == self.token
 
     def _beat(self, every: float) -> None:
+        last_ok = time.monotonic()
         while not self._stop.wait(every):
             try:
                 with _locked(self.path.parent):
                     if self._stop.is_set():
                         return
                     if not self._ours():
-                        self.lost = True
+                        found = _read(self.path)
+                        owner = found[0] if found and found[0] else {}
+                        self.lost = (f"claim on {self.run_id} taken over by "
+                                     f"{owner.get('host', '?')}:{owner.get('pid', '?')}")
                         return
                     self._record = {**self._record, "heartbeat": time.time()}
                     _replace(self.path, self._record)
-            except OSError:
-                pass  # a passing disk problem: try again next beat (the lease covers three missed beats)
+                    last_ok = time.monotonic()
+            except OSError as e:  # a passing disk problem is retried next beat; a lasting one loses the claim
+                if time.monotonic() - last_ok > self._lease / 2:
+                    self.lost = (f"heartbeat of the claim on {self.run_id} not written for "
+                                 f"{time.monotonic() - last_ok:.0f} s (lease {self._lease:.0f} s): {e}")
+                    return
+
+    def check(self) -> None:
+        """Raise ClaimLost if another process took this claim over or its heartbeat failed for half the lease."""
+        if self.lost:
+            raise ClaimLost(self.lost)
+
+    def mark_interrupted(self) -> None:
+        """Record in the claim file that its owner was stopped from outside (SIGTERM), so that whoever takes it
+        over does not count the attempt as a crash. Best effort: the process is about to end."""
+        self._stop.set()
+        with contextlib.suppress(OSError), _locked(self.path.parent):
+            if self._ours():
+                self._record = {**self._record, "interrupted": True}
+                _replace(self.path, self._record)
 
     def release(self) -> None:
         """Stop heartbeating and remove the claim file if it still carries our token."""
@@ -192,13 +256,15 @@ class Claim:
 
 
 def claim(results_dir: str | Path, run_id: str, lease_s: float | None = None,
-          heartbeat_s: float | None = None) -> Claim | None:
+          heartbeat_s: float | None = None, extra: dict | None = None) -> Claim | None:
     """Claim ``run_id`` in ``results_dir``: a Claim if this process now holds it, None if another does.
 
     ``lease_s``: seconds without a heartbeat after which a claim is stale (None: $BENCH_CLAIM_LEASE_S or
     DEFAULT_LEASE_S). ``heartbeat_s``: seconds between heartbeats (default lease / 4; must be < lease).
-    A stale claim is taken over (see the module docstring). The caller must still check that the run is
-    not already stored (``results.is_completed``): a claim says who trains, not what is finished.
+    ``extra``: JSON fields stored in the claim record (a sweep's job and ranks). A stale claim is taken
+    over (see the module docstring) and its record handed over as ``Claim.previous``. The caller must still
+    check that the run is not already stored (``results.is_completed``): a claim says who trains, not what
+    is finished.
     """
     check_run_id(run_id)
     lease = lease_seconds(lease_s)
@@ -209,10 +275,10 @@ def claim(results_dir: str | Path, run_id: str, lease_s: float | None = None,
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{run_id}.claim"
     now = time.time()
-    record = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
-              "claimed_at": now, "heartbeat": now}
+    record = {**(extra or {}), "run_id": run_id, "host": socket.gethostname(), "where": machine(),
+              "pid": os.getpid(), "token": uuid.uuid4().hex, "claimed_at": now, "heartbeat": now}
     if _create(path, record):
-        return Claim(path, record, beat)
+        return Claim(path, record, beat, lease)
     seen = _read(path)
     if seen is not None and not _is_stale(*seen, lease):
         return None  # the common case, decided without the lock
@@ -226,7 +292,8 @@ def claim(results_dir: str | Path, run_id: str, lease_s: float | None = None,
         else:
             record["claimed_at"] = record["heartbeat"] = time.time()
             _replace(path, record)
-    return Claim(path, record, beat)
+            return Claim(path, record, beat, lease, previous=current[0])
+    return Claim(path, record, beat, lease)
 
 
 def active_claims(results_dir: str | Path) -> list[dict]:
@@ -242,3 +309,60 @@ def active_claims(results_dir: str | Path) -> list[dict]:
         if found is not None and found[0] is not None:
             out.append({**found[0], "run_id": name[: -len(".claim")]})
     return out
+
+
+# ---- what a dead attempt left behind ----------------------------------------------------------------
+JOBS_DIR = "jobs"
+
+
+def fault_log(results_dir: str | Path, job: str, world_rank: int) -> Path:
+    """Where rank ``world_rank`` of sweep job ``job`` has Python's faulthandler write a native crash's report
+    (the signal and the Python stack): empty unless that process died of SIGSEGV, SIGABRT, SIGBUS, SIGFPE
+    or SIGILL. The files of a job that ended normally are removed; a crashed job's stay as evidence."""
+    return Path(results_dir) / CLAIMS_DIR / JOBS_DIR / check_run_id(job) / f"rank{world_rank}.log"
+
+
+def _crash_report(path: Path) -> str:
+    """One line from a faulthandler report: the fatal error and the crashing thread's innermost frames; ""
+    if there is none."""
+    lines = [ln.strip() for ln in _read_first(str(path)).splitlines() if ln.strip()]
+    fatal = [ln.removeprefix("Fatal Python error: ") for ln in lines if ln.startswith("Fatal Python error")]
+    if not fatal:
+        return ""
+    current = next((i for i, ln in enumerate(lines) if ln.startswith("Current thread")), 0)
+    frames = []
+    for ln in lines[current + 1:]:
+        if not ln.startswith("File "):
+            break
+        frames.append(ln)
+    return f"{fatal[0]} (" + "; ".join(frames[:3]) + ")" if frames else fatal[0]
+
+
+def dead_attempt(results_dir: str | Path, record: dict) -> tuple[bool, str]:
+    """(counts as a crash, one line saying what happened) for the attempt behind a stale claim ``record``.
+
+    A crash report from a rank of the claim's own group: crashed, with the report. Else, if its owner was
+    stopped from outside (SIGTERM marked it) or another rank of the same job left a crash report (which took
+    the whole job down): interrupted, not counted. Else the process ended without a trace: crashed (SIGKILL,
+    e.g. the OOM killer, kill -9, or a job cancelled without SIGTERM)."""
+    where = f"on {record.get('host', '?')} (pid {record.get('pid', '?')})"
+    job, ranks = record.get("job"), record.get("ranks") or []
+    reports = {}
+    if isinstance(job, str) and _RUN_ID.fullmatch(job):
+        folder = fault_log(results_dir, job, 0).parent
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(folder):
+                m = re.fullmatch(r"rank(\d+)\.log", name)
+                if m and (report := _crash_report(folder / name)):
+                    reports[int(m.group(1))] = report
+    ours = {r: text for r, text in reports.items() if r in ranks}
+    if ours:
+        rank, text = min(ours.items())
+        return True, f"crashed {where}, world rank {rank}: {text}"[:1000]
+    if record.get("interrupted"):
+        return False, f"stopped from outside {where} (SIGTERM)"
+    if reports:
+        rank, text = min(reports.items())
+        return False, f"ended {where} because world rank {rank} of its job crashed: {text}"[:1000]
+    return True, (f"ended {where} without a trace: SIGKILL (the OOM killer, kill -9, or a job cancelled "
+                  "without SIGTERM), or a crash whose report could not be written")

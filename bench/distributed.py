@@ -10,12 +10,18 @@ wait forever in their next collective. The failing rank shuts its Horovod down, 
 pending or next collective fail at once ("Horovod has been shut down"); then all ranks exchange their errors
 over the group's MPI communicator (outside Horovod), and start a fresh Horovod on the same communicator for
 the next run. MPI itself is initialised by mpi4py, not by Horovod, so a Horovod shutdown leaves it up.
-Horovod's stall shutdown is the backstop for a rank that stops without raising (HOROVOD_STALL_*).
+
+Every wait on a peer outside Horovod is bounded (``exchange``, ``from_chief``: point-to-point messages
+polled against a deadline, ``$BENCH_PEER_TIMEOUT_S``, default PEER_TIMEOUT_S): a rank that stops without
+raising makes its peers' next collective stall, Horovod's stall shutdown (HOROVOD_STALL_*) fails it, they
+reach the agreement, and after the bound the job is aborted (``abort``: MPI_Abort) naming the silent rank.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from dataclasses import dataclass, field
 
 import tensorflow as tf
@@ -33,6 +39,11 @@ STALL_CHECK_S, STALL_SHUTDOWN_S = 30, 90
 # ResNet-8's 26 (0.3 MB) 3.7-3.9 ms unfused, 2.0-3.5 fused. 1 MiB fuses the small ones and lets the large
 # go alone. The cycle time stays at Horovod's 1 ms (2, 5 and 10 ms were no better in training steps).
 CPU_FUSION_THRESHOLD = 2**20
+# How long a rank waits for a peer outside Horovod (the agreement at a run's end, the chief's choice of the
+# next run) before it aborts the job: longer than the stall shutdown, so that ranks freed by it arrive first,
+# and than a chief's results write and its reading of the store between two runs.
+PEER_TIMEOUT_S = 300.0
+PEER_TIMEOUT_ENV = "BENCH_PEER_TIMEOUT_S"
 
 
 @dataclass(frozen=True)
@@ -124,13 +135,112 @@ SHUTDOWN_WORDS = "Horovod has been shut down"
 
 def describe(error: BaseException) -> str:
     """One line for the runs table: the exception's type and its message's telling line (for TF's graph
-    errors, the op's own message after the traceback of where the op was defined)."""
+    errors, the op's own message after the traceback of where the op was defined; for an error raised while
+    a tf.function was traced, the original "Type: message" that autograph's StagingError ends with)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0] == "in user code:":  # autograph's wrapper of an error raised while tracing
+        return lines[-1][:1000]
     if lines and lines[0].startswith("Graph execution error"):
         told = [ln for ln in lines[1:] if not ln.startswith(("[[", "Detected at", "File ", "Node:"))
                 and not ln.endswith(":")]
         lines = told[-1:] or lines
     return f"{type(error).__name__}: {lines[0] if lines else ''}"[:1000]
+
+
+def peer_timeout() -> float:
+    """``$BENCH_PEER_TIMEOUT_S`` if set, else PEER_TIMEOUT_S; ValueError unless a number > 0."""
+    text = os.environ.get(PEER_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(text) if text else PEER_TIMEOUT_S
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{PEER_TIMEOUT_ENV} = {text!r} is not valid; valid: a number of seconds > 0")
+    return value
+
+
+class PeersSilent(RuntimeError):
+    """Peers that did not answer within the bound: ``ranks`` (in the group)."""
+
+    def __init__(self, ranks: list[int], what: str, seconds: float):
+        self.ranks = ranks
+        super().__init__(f"rank(s) {', '.join(map(str, ranks))} did not reach {what} within {seconds:.0f} s "
+                         "(stopped without raising, or stuck outside any collective)")
+
+
+def abort(message: str, code: int = 1) -> None:
+    """End the whole job now: print ``message`` and MPI_Abort (mpirun then stops every rank); in one
+    process, exit. For the states no agreement can get out of: a silent peer, an exception nobody caught."""
+    if under_mpi():
+        from mpi4py import MPI
+
+        print(f"error: rank {MPI.COMM_WORLD.rank} aborts the job: {message}", file=sys.stderr, flush=True)
+        MPI.COMM_WORLD.Abort(code)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    os._exit(code)
+
+
+_TAG_UP, _TAG_DOWN = 7301, 7302  # to the chief, from the chief
+
+
+def _recv_by(comm, source: int, tag: int, deadline: float):
+    """The next message from ``source`` with ``tag``, or raise TimeoutError at ``deadline`` (monotonic)."""
+    pause = 0.001
+    while not comm.iprobe(source=source, tag=tag):
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(pause)
+        pause = min(0.05, pause * 2)
+    return comm.recv(source=source, tag=tag)
+
+
+def _send_by(comm, value, dest: int, tag: int, deadline: float) -> None:
+    request = comm.isend(value, dest=dest, tag=tag)
+    while not request.test()[0]:  # small messages go eagerly: this returns at once unless the peer is gone
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.01)
+
+
+def exchange(comm, rank: int, size: int, value, what: str, timeout: float | None = None) -> list:
+    """Every rank's ``value``, in rank order, on every rank of ``comm`` (an allgather through rank 0),
+    each wait bounded by ``timeout`` seconds (default ``peer_timeout()``). Raises PeersSilent naming the
+    ranks that did not answer in time (rank 0 names its silent peers, the others name rank 0)."""
+    deadline = time.monotonic() + (peer_timeout() if timeout is None else timeout)
+    seconds = deadline - time.monotonic()
+    if rank != 0:
+        try:
+            _send_by(comm, value, 0, _TAG_UP, deadline)
+            return _recv_by(comm, 0, _TAG_DOWN, deadline)
+        except TimeoutError:
+            raise PeersSilent([0], what, seconds) from None
+    values, silent = [value], []
+    for peer in range(1, size):
+        try:
+            values.append(_recv_by(comm, peer, _TAG_UP, deadline))
+        except TimeoutError:
+            silent.append(peer)
+            values.append(None)
+    if silent:
+        raise PeersSilent(silent, what, seconds)
+    for peer in range(1, size):
+        _send_by(comm, values, peer, _TAG_DOWN, deadline)
+    return values
+
+
+def from_chief(world: World, value, what: str):
+    """Every rank of the group gets the chief's ``value`` (bounded like ``exchange``; a silent peer aborts
+    the job, naming it)."""
+    if world.size == 1:
+        return value
+    if world.comm is None:  # Gloo: Horovod is the only channel
+        import horovod.tensorflow as hvd
+
+        return hvd.broadcast_object(value, root_rank=0, name=what.replace(" ", "_"))
+    try:
+        return exchange(world.comm, world.rank, world.size, value if world.is_chief else None, what)[0]
+    except PeersSilent as e:
+        abort(str(e))
 
 
 def agree(world: World, error: BaseException | None) -> list[tuple[int, str]]:
@@ -140,7 +250,8 @@ def agree(world: World, error: BaseException | None) -> list[tuple[int, str]]:
     A failing rank first shuts its Horovod down: every peer blocked in (or reaching) a collective then fails
     at once. All ranks exchange their outcome over the group's MPI communicator; if any failed, every rank
     restarts Horovod on that communicator, ready for the next run. The ranks whose error was only the
-    induced shutdown are left out of the list when another rank has the cause.
+    induced shutdown are left out of the list when another rank has the cause. A rank that does not reach
+    the agreement within ``peer_timeout()`` raises PeersSilent on the others (the caller aborts the job).
     """
     if world.size == 1:
         return [(world.rank, describe(error))] if error is not None else []
@@ -151,7 +262,8 @@ def agree(world: World, error: BaseException | None) -> list[tuple[int, str]]:
     if world.comm is None:  # Gloo: no channel outside Horovod; exiting ends the job (horovodrun's rule)
         return [(world.rank, describe(error))] if error is not None else []
     mine = None if error is None else (world.rank, describe(error), SHUTDOWN_WORDS in str(error))
-    failures = [f for f in world.comm.allgather(mine) if f is not None]
+    outcomes = exchange(world.comm, world.rank, world.size, mine, "the end of the run")
+    failures = [f for f in outcomes if f is not None]
     if not failures:
         return []
     hvd.shutdown()  # idempotent; every rank of the group is here, so the restart below is collective

@@ -35,12 +35,12 @@ import os
 import shlex
 from pathlib import Path
 
-from bench import config
+from bench import attempts, config
 from bench.config import ConfigError, RunConfig
 from bench.launch import mpi_size, relaunch_command, under_mpi
 
 GRID = "grid"
-LAUNCH = "launch"  # [launch] workers = W, pack = K: the file's own defaults for --workers / --pack
+LAUNCH = "launch"  # [launch] workers = W, pack = K, max_crashes = M: the file's defaults for the CLI's flags
 OPT_HPARAMS = "optimizer_hparams"
 OPT_OVERRIDES = "optimizer_overrides"
 
@@ -52,7 +52,7 @@ class Sweep:
     name: str
     runs: tuple[RunConfig, ...]
     grid: dict  # field -> list of values, as written
-    launch: dict = dataclasses.field(default_factory=dict)  # [launch]: workers, pack (the CLI's win)
+    launch: dict = dataclasses.field(default_factory=dict)  # [launch]: workers, pack, max_crashes (the CLI's win)
 
 
 def _check_grid(path, grid: dict, where: str) -> None:
@@ -90,10 +90,11 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
     per_opt = values.pop(OPT_HPARAMS, {})
     per_opt_fields = values.pop(OPT_OVERRIDES, {})
     launch = values.pop(LAUNCH, {})
-    bad = {k: v for k, v in launch.items() if k not in ("workers", "pack") or type(v) is not int or v < 1} \
-        if isinstance(launch, dict) else {LAUNCH: launch}
+    bad = {k: v for k, v in launch.items() if k not in ("workers", "pack", "max_crashes") or type(v) is not int
+           or v < 1} if isinstance(launch, dict) else {LAUNCH: launch}
     if bad:
-        raise ConfigError(f"{path}: [{LAUNCH}] {bad} is not valid; valid: workers = N, pack = K (integers >= 1)")
+        raise ConfigError(f"{path}: [{LAUNCH}] {bad} is not valid; valid: workers = N, pack = K, max_crashes = M "
+                          "(integers >= 1)")
     if not all(isinstance(g, dict) for g in grids) or not isinstance(per_opt, dict) \
             or not isinstance(per_opt_fields, dict):
         raise ConfigError(f"{path}: [{GRID}] (or [[{GRID}]]), [{OPT_HPARAMS}] and [{OPT_OVERRIDES}] must be tables")
@@ -144,37 +145,50 @@ def _registry_names() -> list[str]:
 
 
 def check(sweep: Sweep, workers: int) -> None:
-    """Everything that can fail before training: data files and the batch split on ``workers`` ranks."""
-    from bench import data, distributed
+    """Everything that can fail before training: data files, the batch split and evaluation's splits on
+    ``workers`` ranks."""
+    from bench import data, distributed, evaluate
 
     for cfg in sweep.runs:
         data.check(cfg)
         distributed.split_batch(cfg.global_batch, workers, cfg.per_worker_batch)
+        evaluate.check(cfg, workers)
 
 
-def status(sweep: Sweep, workers: int):
-    """One row per run: the grid values, its run_id on ``workers`` ranks, and done / pending / failed."""
+def _folder(sweep: Sweep) -> Path:
+    return sweep.runs[0].results_dir  # load() makes every run of a sweep write to one folder
+
+
+def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES):
+    """One row per run: the grid values, its run_id on ``workers`` ranks, its state (complete, diverged,
+    pending, running, failed or crashed and so retried, skipped), and its crashed attempts."""
     import pandas as pd
 
     from bench import claims, results
 
-    folders = {cfg.results_dir for cfg in sweep.runs}
-    stored = {folder: results.load_runs(folder) for folder in folders}
-    running = {c.get("run_id"): c for folder in folders for c in claims.active_claims(folder)}
+    stored = results.load_runs(_folder(sweep))
+    past = attempts.Past.of(stored, job="")
+    running = {c.get("run_id"): c for c in claims.active_claims(_folder(sweep))}
     rows = []
     for cfg in sweep.runs:
         rid = cfg.run_id(workers)
-        found = stored[cfg.results_dir]
-        found = found[found.run_id == rid]
+        found = stored[stored.run_id == rid]
+        finished = found[found.status.isin(results.DONE)]
         state = "pending"
-        if rid in running:  # claimed: being trained (or its owner died: taken over within the lease)
-            state = f"running ({running[rid].get('host')}:{running[rid].get('pid')})"
-        if found.status.isin(["complete", "diverged"]).any():
-            state = found[found.status.isin(["complete", "diverged"])].status.iloc[-1]
+        if len(finished):
+            state = finished.status.iloc[-1]
+        elif past.skip_reason(rid, max_crashes):
+            state = "skipped (crashed)"
+        elif rid in running:
+            owner = running[rid]
+            where = f"{owner.get('host')}:{owner.get('pid')}"
+            state = (f"stale claim ({where}): recorded when next claimed" if claims.is_stale(owner)
+                     else f"running ({where})")
         elif len(found):
-            state = "failed (will retry)"
-        top1 = found.top1.iloc[-1] if len(found) else float("nan")
-        rows.append({**{k: getattr(cfg, k) for k in sweep.grid}, "run_id": rid, "state": state, "top1": top1})
+            state = f"{found.status.iloc[-1]} (will retry)"
+        top1 = found.top1.iloc[-1] if len(found) and "top1" in found else float("nan")
+        rows.append({**{k: getattr(cfg, k) for k in sweep.grid}, "run_id": rid, "state": state,
+                     "crashed": past.crashes.get(rid, 0), "top1": top1})
     return pd.DataFrame(rows)
 
 
@@ -182,9 +196,7 @@ def pending(sweep: Sweep, workers: int) -> list[RunConfig]:
     """The runs without a complete or diverged row, in grid order."""
     from bench import results
 
-    done: set[str] = set()
-    for folder in {cfg.results_dir for cfg in sweep.runs}:
-        done |= results.completed_ids(folder)
+    done = results.completed_ids(_folder(sweep))
     return [cfg for cfg in sweep.runs if cfg.run_id(workers) not in done]
 
 
@@ -201,98 +213,192 @@ def split_groups(pack: int):
     return color, world.Split(color=color, key=world.rank)
 
 
-def claim_next(sweep: Sweep, workers: int, skip: set[str]):
-    """Claim the first pending run not in ``skip``: (cfg, claims.Claim), or (None, None) when none is left.
+@dataclasses.dataclass
+class Group:
+    """This process's place in a sweep job: the job's name, its group, the group's world ranks."""
 
-    Called by a group's chief only. The store is read again for every run, so runs finished meanwhile by
-    other sweep processes on the same folder are not trained again; a run is re-checked after claiming,
-    since its owner may have finished it and released the claim between the two reads."""
-    from bench import claims, results
+    job: str
+    index: int
+    ranks: list
+    max_crashes: int = attempts.MAX_CRASHES
+    tried: set = dataclasses.field(default_factory=set)  # run_ids this process's group took (any outcome)
+    said: set = dataclasses.field(default_factory=set)  # skipped run_ids already reported
 
-    for cfg in pending(sweep, workers):
+
+def claim_next(sweep: Sweep, workers: int, group: Group, say=print):
+    """Claim the next run to train: (cfg, claims.Claim), or (None, None) when none is left. Chief only.
+
+    Skipped: runs finished, runs this group took, runs that failed or crashed in this job (any group's
+    row), runs with ``max_crashes`` crashed attempts (said once). The store is read again at every call, so
+    runs finished meanwhile by other sweep processes are not trained again. A claim that took over a dead
+    attempt records it first (bench.attempts); the run is re-checked by name after claiming, since its owner
+    may have finished it and released the claim between the two reads, or a listing may not show it yet."""
+    from bench import claims, faults, results
+
+    faults.point("claim")
+    stored = results.load_runs(_folder(sweep))
+    past = attempts.Past.of(stored, group.job)
+    done = set(stored.run_id[stored.status.isin(results.DONE)]) if len(stored) else set()
+    for cfg in sweep.runs:
         run_id = cfg.run_id(workers)
-        if run_id in skip:
+        if run_id in done or run_id in group.tried or run_id in past.failed_here:
             continue
-        claim = claims.claim(cfg.results_dir, run_id)
+        why = past.skip_reason(run_id, group.max_crashes)
+        if why:
+            if run_id not in group.said:
+                group.said.add(run_id)
+                say(f"[group {group.index}] skipping {_describe(sweep, cfg)}: {why}")
+            continue
+        claim = claims.claim(cfg.results_dir, run_id, extra={"job": group.job, "ranks": group.ranks})
         if claim is None:  # a live owner (another group, job or sweep process) has it
             continue
-        if results.is_completed(cfg.results_dir, run_id):
+        try:
+            counted, text = attempts.record_dead(cfg, workers, claim)
+        except BaseException:
+            claim.release()
+            raise
+        if text:
+            say(f"[group {group.index}] an earlier attempt of {_describe(sweep, cfg)} {text}"
+                + ("" if counted else " (not counted as a crash)"))
+        if counted and past.crashes.get(run_id, 0) + 1 >= group.max_crashes:
+            claim.release()
+            past.crashes[run_id] = past.crashes.get(run_id, 0) + 1
+            past.last_crash[run_id] = text
+            group.said.add(run_id)
+            why = past.skip_reason(run_id, group.max_crashes)
+            say(f"[group {group.index}] skipping {_describe(sweep, cfg)}: {why}")
+            continue
+        if results.is_completed(cfg.results_dir, run_id):  # by name: a listing may lag on a shared file system
             claim.release()
             continue
         return cfg, claim
     return None, None
 
 
-def _from_chief(world, value):
-    """Every rank of the group gets the chief's ``value``."""
-    if world.size == 1:
-        return value
-    if world.comm is not None:
-        return world.comm.bcast(value, root=0)
-    import horovod.tensorflow as hvd
-
-    return hvd.broadcast_object(value, root_rank=0, name="sweep_next")
+def _describe(sweep: Sweep, cfg: RunConfig) -> str:
+    return ", ".join(f"{k}={getattr(cfg, k)}" for k in sweep.grid)
 
 
-def run(sweep: Sweep, pack: int = 1, say=print) -> int:
+def _agreed_check(sweep: Sweep, world) -> None:
+    """``check`` on every rank (data files can differ between nodes); any rank's ConfigError on all."""
+    from bench import distributed
+
+    try:
+        check(sweep, world.size)
+        mine = None
+    except ConfigError as e:
+        mine = str(e)
+    if world.size > 1 and world.comm is not None:
+        try:
+            errors = distributed.exchange(world.comm, world.rank, world.size, mine, "the sweep's checks")
+        except distributed.PeersSilent as e:
+            distributed.abort(str(e))
+        mine = next((f"rank {r}: {e}" for r, e in enumerate(errors) if e is not None), None)
+    if mine is not None:
+        raise ConfigError(mine)
+
+
+def _start(pack: int):
+    """Horovod for this process's group, and the group's place in the job (its name agreed by all ranks)."""
+    from bench import distributed
+
+    job = attempts.new_job()
+    comm_world = None
+    if under_mpi():
+        from mpi4py import MPI
+
+        comm_world = MPI.COMM_WORLD
+        if comm_world.size > 1:
+            try:
+                job = distributed.exchange(comm_world, comm_world.rank, comm_world.size, job, "the sweep's start")[0]
+            except distributed.PeersSilent as e:
+                distributed.abort(str(e))
+    if pack > 1:
+        index, comm = split_groups(pack)
+        world = distributed.init(comm=comm)
+    else:  # one group: Horovod on all ranks (MPI or Gloo), or one process
+        index, world = 0, distributed.init()
+    if comm_world is None and world.size > 1:  # Gloo: Horovod is the only channel
+        job = distributed.from_chief(world, job, "sweep job")
+    first = index * world.size
+    world_rank = comm_world.rank if comm_world is not None else world.rank
+    return world, Group(job, index, list(range(first, first + world.size))), world_rank
+
+
+def run(sweep: Sweep, pack: int = 1, say=print, max_crashes: int = attempts.MAX_CRASHES) -> int:
     """Run the pending runs of ``sweep`` on this MPI allocation (or this one process). Returns #failed.
 
-    Each group's chief claims the next pending run (bench.claims: an atomic claim file with a heartbeat),
-    and tells its ranks which; so any number of groups, sweep processes and cluster jobs on one results
-    folder train every run once. A run that fails on any rank fails on all (train.run) and the group goes
-    on with its next claim; this invocation does not retry it (the next one will)."""
+    Each group's chief claims the next run (claim_next) and tells its ranks which; so any number of groups,
+    sweep processes and cluster jobs on one results folder train every run once. A run that fails on any
+    rank fails on all (train.run) and the group goes on with its next claim; no group of this job tries it
+    again (the next invocation will). A run whose process died natively is recorded as ``crashed`` by the
+    next claimant and skipped after ``max_crashes`` such attempts (bench.attempts)."""
     import keras
 
     from bench import distributed, train
 
-    if pack > 1:
-        group, comm = split_groups(pack)
-        world = distributed.init(comm=comm)
-    else:  # one group: Horovod on all ranks (MPI or Gloo), or one process
-        group, world = 0, distributed.init()
-    check(sweep, world.size)
-    if world.is_chief and group == 0:
+    world, group, world_rank = _start(pack)
+    group.max_crashes = max_crashes
+    _agreed_check(sweep, world)
+    if world.is_chief and group.index == 0:
         todo = len(pending(sweep, world.size))
         say(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - todo} done, {todo} to run "
-            f"on {pack} group(s) of {world.size} worker(s)")
-    failed, tried, index = 0, set(), 0
-    while True:
-        claim = None
-        if world.is_chief:
-            cfg, claim = claim_next(sweep, world.size, tried)
-            index = -1 if cfg is None else sweep.runs.index(cfg)
-        index = _from_chief(world, index)
-        if index < 0:
-            break
-        cfg = sweep.runs[index]
-        tried.add(cfg.run_id(world.size))
-        if world.is_chief:
-            where = ", ".join(f"{k}={getattr(cfg, k)}" for k in sweep.grid)
-            say(f"[group {group}] run {len(tried)}: {where}")
-        try:
-            row = train.run(cfg, world)
+            f"on {pack} group(s) of {world.size} worker(s) (job {group.job})")
+    failed, held = 0, None
+    attempts.stop_on_sigterm(lambda: held)
+    with attempts.FaultLog(_folder(sweep), group.job, world_rank):
+        while True:
+            index = -1
             if world.is_chief:
-                say(f"[group {group}] {row['status']}: top1 {row['top1']:.4f}  {row['wall_time_s']:.1f} s")
-        except ConfigError:
-            raise
-        except Exception as e:  # recorded as failed by train.run, or its results could not be written (WriteError)
-            failed += 1
+                try:
+                    cfg, held = claim_next(sweep, world.size, group, say)
+                    index = -1 if cfg is None else sweep.runs.index(cfg)
+                except Exception as e:  # noqa: BLE001 - the group must hear of it, not wait for a run
+                    say(f"[group {group.index}] error: cannot choose the next run: {distributed.describe(e)}")
+                    index, failed = -2, failed + 1
+            index = distributed.from_chief(world, index, "the next run")
+            if index < 0:
+                break
+            cfg = sweep.runs[index]
+            group.tried.add(cfg.run_id(world.size))
             if world.is_chief:
-                say(f"[group {group}] failed: {type(e).__name__}: {e}")
-        finally:
-            if claim is not None:
-                claim.release()
-        keras.backend.clear_session()
+                say(f"[group {group.index}] run {len(group.tried)}: {_describe(sweep, cfg)}")
+            ok = True
+            try:
+                row = train.run(cfg, world, claim=held, job=group.job)
+                if world.is_chief:
+                    say(f"[group {group.index}] {row['status']}: top1 {row['top1']:.4f}  {row['wall_time_s']:.1f} s")
+            except ConfigError:
+                raise
+            except Exception as e:  # recorded as failed by train.run, or its results could not be written
+                failed, ok = failed + 1, False
+                if world.is_chief:
+                    say(f"[group {group.index}] failed: {type(e).__name__}: {e}")
+            finally:
+                if held is not None:
+                    try:
+                        held.release()
+                    except OSError as e:  # the claim then goes stale; the run's row is what counts
+                        say(f"[group {group.index}] warning: cannot release the claim on {held.run_id}: {e}")
+                    held = None
+            keras.backend.clear_session()
+            if not ok and world.size > 1 and world.comm is None:
+                if world.is_chief:
+                    say(f"[group {group.index}] under Gloo (horovodrun) Horovod cannot restart after a failed run "
+                        "(no channel outside it to agree on): this invocation ends here; run it again to go on")
+                break
     return failed
 
 
 def main(args) -> int:
-    """``python -m bench sweep FILE [--workers N] [--pack K] [--dry-run] [--set k=v ...]``."""
+    """``python -m bench sweep FILE [--workers N] [--pack K] [--max-crashes M] [--dry-run] [--set k=v ...]``."""
     sweep = load(args.file, args.overrides)
     workers = args.workers if args.workers is not None else sweep.launch.get("workers", 1)
     pack = args.pack if args.pack is not None else sweep.launch.get("pack", 1)
-    if workers < 1 or pack < 1:
-        raise ConfigError(f"--workers {workers} --pack {pack}: both must be >= 1")
+    max_crashes = args.max_crashes if args.max_crashes is not None else \
+        sweep.launch.get("max_crashes", attempts.MAX_CRASHES)
+    if workers < 1 or pack < 1 or max_crashes < 1:
+        raise ConfigError(f"--workers {workers} --pack {pack} --max-crashes {max_crashes}: each must be >= 1")
     if under_mpi():
         size = mpi_size()
         if size and size % pack:
@@ -302,19 +408,20 @@ def main(args) -> int:
         check(sweep, workers)
         import pandas as pd
 
-        table = status(sweep, workers)
+        table = status(sweep, workers, max_crashes)
         with pd.option_context("display.width", 200, "display.max_rows", 10_000):
             print(table.to_string(index=False))
-        left = int(table.state.isin(["pending", "failed (will retry)"]).sum())
+        left = int((table.state.isin(["pending"]) | table.state.str.endswith("(will retry)")
+                    | table.state.str.startswith("stale claim")).sum())
         print(f"{len(table)} runs on {workers} worker(s) each, {left} to run", flush=True)
         return 0
     if not under_mpi() and workers * pack > 1:
         check(sweep, workers)  # fail here, in one process, rather than in every rank
-        argv = ["sweep", str(args.file), "--pack", str(pack)]
+        argv = ["sweep", str(args.file), "--pack", str(pack), "--max-crashes", str(max_crashes)]
         for item in args.overrides:
             argv += ["--set", item]
         cmd = relaunch_command(argv, workers, pack)
         print("launching: " + shlex.join(cmd), flush=True)
         os.execvp(cmd[0], cmd)  # replaces this process: its exit code is mpirun's
-    failed = run(sweep, pack)
+    failed = run(sweep, pack, max_crashes=max_crashes)
     return 1 if failed else 0

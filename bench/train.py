@@ -23,7 +23,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import optimizers
-from bench import checkpoint, data, distributed, evaluate, models, results, schedule
+from bench import checkpoint, data, distributed, evaluate, faults, models, results, schedule
 from bench.config import RunConfig
 from bench.distributed import World
 
@@ -63,6 +63,7 @@ def make_train_step(model, optimizer, lr_schedule, cfg: RunConfig, world: World,
 
     @tf.function
     def train_step(iterator):
+        faults.point("compile", world.rank)  # Python: runs while the step is traced
         loss, grads = micro_step(iterator)
         if accumulation > 1:  # Python int: the graph has a loop only when it needs one
             for _ in tf.range(accumulation - 1):
@@ -139,30 +140,46 @@ def new_row(cfg: RunConfig, world: World, info, micro: int, accumulation: int, s
     }
 
 
-def run(cfg: RunConfig, world: World | None = None) -> dict:
+def run(cfg: RunConfig, world: World | None = None, claim=None, job: str = "") -> dict:
     """Train one run; the chief appends its rows to ``cfg.results_dir``. Returns the runs row.
 
     Config and data problems raise ConfigError before anything is written. A non-finite global loss
     ends the run as ``diverged`` (every rank sees the same allreduced loss, so all stop together).
     An exception on any rank ends the run on every rank (``distributed.agree``): the chief writes a
-    ``failed`` row naming the rank(s) and error(s), and every rank raises RunFailed.
+    ``failed`` row naming the rank(s) and error(s), and every rank raises RunFailed. ``claim`` (the
+    chief's bench.claims.Claim, in a sweep) is checked at every logged step and at the end: a lost claim
+    fails the run (ClaimLost) before it writes anything but its own ``failed`` row. ``job``: the sweep
+    invocation, stored in the row (a sweep tries a failed run once per job). A peer that never reaches
+    the agreement aborts the job, after the chief has written a ``failed`` row naming it.
     """
     world = world or distributed.init()
+    faults.set_run(cfg.seed)
     data.check(cfg)
+    evaluate.check(cfg, world.size)
     info = data.info(cfg)
     micro, accumulation = distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch)
     steps = budget_steps(cfg, info.train_size)
-    row, history = new_row(cfg, world, info, micro, accumulation, steps), []
+    row, history = {**new_row(cfg, world, info, micro, accumulation, steps), "job": job}, []
+    guard = claim.check if claim is not None else None
     try:
-        _train(cfg, world, info, micro, accumulation, steps, row, history)
+        _train(cfg, world, info, micro, accumulation, steps, row, history, guard)
         error = None
     except Exception as e:  # noqa: BLE001 - every rank must reach the agreement below
         error = e
-    failures = distributed.agree(world, error)
+    try:
+        failures = distributed.agree(world, error)
+    except distributed.PeersSilent as e:
+        if world.is_chief:
+            row.update(status="failed", error=str(e))
+            results.append_run(cfg.results_dir, row, history)
+            if claim is not None:
+                claim.release()
+        distributed.abort(str(e))
     if failures:
         row["status"] = "failed"
         row["error"] = "; ".join(f"rank {rank}: {text}" for rank, text in failures)[:2000]
     if world.is_chief:
+        faults.point("results", world.rank)
         results.append_run(cfg.results_dir, row, history)
         if not failures:  # a finished run needs its checkpoint no more; a failed one keeps it for its retry
             shutil.rmtree(checkpoint.directory(cfg.results_dir, row["run_id"]), ignore_errors=True)
@@ -189,7 +206,7 @@ def _throughput(blocks: list[tuple[int, float]], global_batch: int) -> tuple[flo
 T975 = (math.nan, 12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157)
 
 
-def _train(cfg, world, info, micro, accumulation, steps, row, history) -> None:
+def _train(cfg, world, info, micro, accumulation, steps, row, history, guard=None) -> None:
     """The loop; fills ``row`` and ``history`` in place (a failure keeps what was measured).
 
     Clocks: ``wall_time_s`` is the whole run (set-up, compilation, evaluation, checkpoints);
@@ -231,6 +248,7 @@ def _train(cfg, world, info, micro, accumulation, steps, row, history) -> None:
             blocks = [tuple(b) for b in progress["blocks"]]
             wall_before = float(progress["row"].pop("wall_time_s", 0.0))
             row.update(progress["row"])
+    faults.point("data", world.rank)
     train_iter = iter(data.train_dataset(cfg, workers=world.size, rank=world.rank, micro_batch=micro,
                                          accumulation=accumulation, start_step=start))
     bar = tqdm(total=steps, initial=start, disable=not world.is_chief, unit="step", dynamic_ncols=True,
@@ -241,6 +259,7 @@ def _train(cfg, world, info, micro, accumulation, steps, row, history) -> None:
     block_start, block_steps = time.perf_counter(), 0
     for step in range(start + 1, steps + 1):
         loss, lr, diag = train_step(train_iter)
+        faults.point("step", world.rank, step=step)
         block_steps += 1
         first = step == start + 1
         evaluating = (eval_every and step % eval_every == 0) or step == steps
@@ -248,6 +267,8 @@ def _train(cfg, world, info, micro, accumulation, steps, row, history) -> None:
         if not (first or step % cfg.log_every_steps == 0 or evaluating or checkpointing):
             continue
         loss = _scalar(loss)  # the host reads the step's results: the clock below reads finished work
+        if guard is not None:
+            guard()  # a run whose claim was lost stops here, before it logs, evaluates or checkpoints again
         elapsed = time.perf_counter() - block_start
         if first:
             row["compile_time_s"] += elapsed
@@ -267,6 +288,7 @@ def _train(cfg, world, info, micro, accumulation, steps, row, history) -> None:
         bar.update(step - bar.n)
 
         if evaluating:
+            faults.point("eval", world.rank, step=step)
             t0 = time.perf_counter()
             ev = evaluator()
             row["eval_time_s"] += time.perf_counter() - t0
@@ -284,6 +306,8 @@ def _train(cfg, world, info, micro, accumulation, steps, row, history) -> None:
                 **{k: row[k] for k in kept}, "wall_time_s": wall_before + time.perf_counter() - wall0}}, history)
         block_start, block_steps = time.perf_counter(), 0
     bar.close()
+    if guard is not None:
+        guard()
 
     row["images_per_s"], row["images_per_s_ci95"] = _throughput(blocks, cfg.global_batch)
     row["wall_time_s"] = wall_before + time.perf_counter() - wall0

@@ -1,7 +1,9 @@
 """Fault injection with real processes: a failure on one rank ends the run on every rank (no hang), sweeps
 sharing a folder train each run once, a killed sweep resumes, a failed results write loses nothing."""
 
+import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -10,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from bench.results import load_runs
-from conftest import ROOT, mpirun, requires_horovod, run_cli
+from conftest import PYTHON, ROOT, mpirun, requires_horovod, run_cli
 
 TINY = """
 dataset = "synthetic"
@@ -95,3 +97,200 @@ def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path):
     # both processes trained some (the claims shared the work rather than one process doing all)
     trained = [out.count("complete: top1") for out, _ in outs]
     assert sum(trained) == 4, trained
+
+
+# ---- the fault matrix: one injected fault (bench/faults.py) per moment of a run --------------------------
+# A sweep of two runs on 2 ranks; the fault follows seed 0's run, so seed 1's run shows that the sweep goes on.
+# Every case states its bound (sweep start to exit) and the rows it must leave.
+
+FAST_STALL = {"HOROVOD_STALL_CHECK_TIME_SECONDS": "2", "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": "5",
+              "BENCH_PEER_TIMEOUT_S": "5"}
+
+
+def _fault_sweep(tmp_path, fault: str, grid: str = "seed = [0, 1]", extra: str = "", np_: int = 2,
+                 flags=(), env=None, timeout=240):
+    path = tmp_path / "toy.toml"
+    path.write_text(f'output_dir = "{tmp_path}/results"\n{TINY}\nsteps = 6\nglobal_batch = 64\n{extra}\n'
+                    f'[grid]\n{grid}\n')
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {}), "BENCH_FAULT": fault}
+    t0 = time.perf_counter()
+    p = subprocess.run(mpirun(np_, "-m", "bench", "sweep", str(path), *flags), cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    return p, load_runs(tmp_path / "results" / "toy"), time.perf_counter() - t0, str(path)
+
+
+def _by_seed(runs):
+    return {int(seed): rows.status.tolist() for seed, rows in runs.groupby("seed")}
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("at, extra, threads", [
+    ("data", "", "1"),
+    ("compile", "", "1"),  # inside the tracing of the first step
+    ("step,step=1", "", "1"),  # early: right after the first step
+    ("step,step=5", "", "1"),  # late: mid-training
+    ("step,step=5", "", "2"),  # the same with 2 intra-op threads per rank
+    ("eval", "", "1"),
+    ("checkpoint,step=2", "checkpoint_every_epochs = 0.25", "1"),
+])
+def test_an_exception_at_any_moment_on_one_rank_is_one_failed_row_and_the_sweep_goes_on(tmp_path, at, extra,
+                                                                                       threads):
+    p, runs, took, _ = _fault_sweep(tmp_path, f"at={at},rank=1,kind=raise,seed=0", extra=extra,
+                                    env={"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads})
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert _by_seed(runs) == {0: ["failed"], 1: ["complete"]}, runs[["seed", "status", "error"]]
+    error = runs[runs.seed == 0].error.iloc[0]
+    assert error.startswith("rank 1: InjectedFault: injected fault at") and "rank 0" not in error, error
+    assert took < 90, f"{at}: {took:.0f} s"
+    print(f"{at} ({threads} thread(s)): failed row and the next run in {took:.1f} s")
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_a_failed_results_write_on_the_chief_loses_that_run_only_and_the_next_invocation_retries_it(tmp_path):
+    p, runs, took, path = _fault_sweep(tmp_path, "at=results,rank=0,kind=raise,seed=0")
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert _by_seed(runs) == {1: ["complete"]} and "InjectedFault" in p.stdout
+    assert not list((tmp_path / "results" / "toy" / "claims").glob("*.claim"))  # released all the same
+    assert took < 90, took
+    again = run_cli(["sweep", path], np_=2)
+    assert again.returncode == 0 and _by_seed(load_runs(tmp_path / "results" / "toy")) == {
+        0: ["complete"], 1: ["complete"]}
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_an_error_choosing_the_next_run_ends_the_group_cleanly_not_in_a_hang(tmp_path):
+    p, runs, took, _ = _fault_sweep(tmp_path, "at=claim,rank=0,kind=raise")
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "cannot choose the next run: InjectedFault" in p.stdout and len(runs) == 0
+    assert took < 60, took
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, signal_words", [("segv", "Segmentation fault"), ("abort", "Aborted")])
+def test_a_native_crash_is_a_counted_attempt_and_the_run_is_skipped_after_two(tmp_path, kind, signal_words):
+    fault = f"at=step,step=3,rank=1,kind={kind},seed=0"
+    folder = tmp_path / "results" / "toy"
+    for attempt in (1, 2):  # each invocation dies with the run: no row of its own ...
+        p, runs, took, path = _fault_sweep(tmp_path, fault)
+        assert p.returncode != 0 and took < 90, (p.returncode, took)
+        # ... and the next claimant records the dead attempt, from rank 1's faulthandler report
+        assert (runs.status == "crashed").sum() == attempt - 1
+    p, runs, took, _ = _fault_sweep(tmp_path, fault)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert _by_seed(runs) == {0: ["crashed", "crashed"], 1: ["complete"]}, runs[["seed", "status"]]
+    for error in runs[runs.status == "crashed"].error:
+        assert "world rank 1" in error and signal_words in error and "faults.py" in error, error
+    assert "skipping seed=0: crashed 2 time(s)" in p.stdout and "--max-crashes 3" in p.stdout
+    dry = run_cli(["sweep", path, "--workers", "2", "--dry-run"])
+    assert "skipped (crashed)" in dry.stdout and "0 to run" in dry.stdout
+    again = run_cli(["sweep", path, "--workers", "2", "--max-crashes", "3", "--dry-run"])
+    assert "1 to run" in again.stdout  # the way back that the skip line names
+    assert not list((folder / "claims").glob("*.claim"))
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_a_rank_that_stops_without_raising_ends_the_job_naming_it(tmp_path):
+    # rank 1 sleeps: rank 0 waits in the step's allreduce until Horovod's stall shutdown (5 s here) frees it,
+    # then waits for rank 1 at the agreement (5 s here), writes the failed row naming it and aborts the job
+    p, runs, took, _ = _fault_sweep(tmp_path, "at=step,step=3,rank=1,kind=sleep,seed=0,seconds=600",
+                                    env=FAST_STALL)
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert _by_seed(runs) == {0: ["failed"]} and "rank(s) 1 did not reach" in runs.error.iloc[0]
+    assert "aborts the job" in p.stderr
+    assert took < 60, took
+    print(f"a silent rank ended the job in {took:.1f} s (stall shutdown 5 s + peer bound 5 s)")
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_a_claim_taken_over_mid_run_stops_the_run_on_every_rank_and_leaves_the_new_owners_file(tmp_path):
+    path = tmp_path / "toy.toml"
+    path.write_text(f'output_dir = "{tmp_path}/results"\n{TINY}\nsteps = 2000\nglobal_batch = 64\n[grid]\nseed = [0]\n')
+    claims_dir = tmp_path / "results" / "toy" / "claims"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "BENCH_CLAIM_LEASE_S": "4"}  # heartbeat every 1 s
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(mpirun(2, "-m", "bench", "sweep", str(path)), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(claims_dir.glob("*.claim")) and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(2.0)  # training by now
+        [claim] = list(claims_dir.glob("*.claim"))
+        theirs = {**json.loads(claim.read_text()), "host": "elsewhere", "pid": 1, "token": "theirs",
+                  "heartbeat": time.time() + 3600}  # a live owner elsewhere
+        claim.write_text(json.dumps(theirs))
+        taken = time.perf_counter()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out[-2000:] + err[-3000:]
+    runs = load_runs(tmp_path / "results" / "toy")
+    assert runs.status.tolist() == ["failed"] and "ClaimLost" in runs.error.iloc[0], runs.error.tolist()
+    assert runs.steps.iloc[0] < 2000  # stopped mid-run
+    assert json.loads(claim.read_text())["token"] == "theirs"  # the new owner's claim, untouched
+    print(f"lost claim stopped the run {time.perf_counter() - taken:.1f} s after the takeover "
+          f"({time.perf_counter() - t0:.1f} s in all)")
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_a_failing_run_is_tried_once_per_invocation_across_packed_groups(tmp_path):
+    # 4 ranks, 2 groups; seeds 0 and 1 fail deterministically on their group's rank 1, seeds 2 and 3 train
+    grid = "seed = [0, 1, 2, 3]"
+    p, runs, took, path = _fault_sweep(tmp_path, "at=step,step=2,rank=1,kind=raise", grid=grid, np_=4,
+                                       flags=("--pack", "2"), timeout=400)
+    # the fault fires for every seed: each run fails once, none is retried by the other group
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert _by_seed(runs) == {s: ["failed"] for s in range(4)}, runs[["seed", "status"]]
+    again = run_cli(["sweep", path, "--pack", "2"], np_=4, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]  # no fault now: the next invocation retries each once
+    assert _by_seed(load_runs(tmp_path / "results" / "toy")) == {s: ["failed", "complete"] for s in range(4)}
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_an_exception_nobody_caught_aborts_the_job_with_its_message(tmp_path):
+    path = _sweep_file(tmp_path, "seed = [0]")
+    t0 = time.perf_counter()
+    p = subprocess.run(mpirun(2, str(ROOT / "tests" / "uncaught_worker.py"), path), cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    took = time.perf_counter() - t0
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "rank 1 aborts the job: uncaught OSError" in p.stderr and "No space left on device" in p.stderr
+    assert took < 30, took
+
+
+@requires_horovod
+@pytest.mark.slow
+def test_under_gloo_a_failed_run_ends_the_invocation_cleanly_with_one_line(tmp_path):
+    hvdrun = shutil.which("horovodrun", path=os.path.dirname(PYTHON))
+    path = _sweep_file(tmp_path, "seed = [0, 1]")
+    env = {**os.environ, "PATH": f"{os.path.dirname(PYTHON)}:{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "BENCH_FAULT": "at=step,step=3,rank=1,kind=raise,seed=0"}
+    t0 = time.perf_counter()
+    p = subprocess.run([hvdrun, "--gloo", "-np", "2", PYTHON, "-m", "bench", "sweep", path], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    took = time.perf_counter() - t0
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "under Gloo (horovodrun) Horovod cannot restart after a failed run" in p.stdout
+    assert _by_seed(load_runs(tmp_path / "results" / "toy")) == {0: ["failed"]}
+    del env["BENCH_FAULT"]  # the next invocation goes on with the rest
+    again = subprocess.run([hvdrun, "--gloo", "-np", "2", PYTHON, "-m", "bench", "sweep", path], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert _by_seed(load_runs(tmp_path / "results" / "toy")) == {0: ["failed", "complete"], 1: ["complete"]}
+    print(f"Gloo: failed row and a clean end in {took:.1f} s")

@@ -1,5 +1,6 @@
 """Sweeps: grid expansion, skip-the-finished, resume after kill -9, packed groups under mpirun."""
 
+import json
 import os
 import signal
 import subprocess
@@ -164,10 +165,16 @@ def test_killed_sweep_resumes_without_duplicates_or_torn_rows(tmp_path):
     assert 1 <= done < 4
     stale = list((folder / "claims").glob("*.claim"))
     assert len(stale) == 1, stale  # the killed process's claim on the run it was training
+    killed = json.loads(stale[0].read_text())["run_id"]
     p = run_cli(["sweep", str(path)])  # its owner's pid is dead on this host: the claim is taken over at once
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"4 runs, {done} done, {4 - done} to run" in p.stdout
-    runs, hist = load_runs(folder), load_history(folder)
+    everything, hist = load_runs(folder), load_history(folder)
+    # kill -9 left no trace: the attempt counts as one crash (SIGKILL looks like the OOM killer), then trains
+    crashed = everything[everything.status == "crashed"]
+    assert crashed.run_id.tolist() == [killed] and "without a trace" in crashed.error.iloc[0], crashed.error
+    assert "without a trace" in p.stdout
+    runs = everything[everything.status != "crashed"]
     assert len(runs) == 4 and runs.run_id.is_unique and (runs.status == "complete").all()
     assert sorted(runs.seed) == [0, 1, 2, 3]
     assert not list((folder / "claims").glob("*.claim"))  # every claim released
