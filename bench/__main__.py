@@ -12,9 +12,9 @@ import os
 import sys
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of the progress bar
+from bench.environment import mpi_defaults, quiet_tensorflow, share_cores  # light: no TensorFlow
 
-from bench.launch import mpi_defaults, share_cores  # noqa: E402  (light: no TensorFlow)
+quiet_tensorflow()  # before TensorFlow starts
 
 mpi_defaults()  # before MPI starts (in this process, or in the mpirun this process re-launches under)
 share_cores()  # before TensorFlow starts: its thread pools are sized once, from these variables
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> int:
     """``main``, and under MPI the abort of the job on any exception that escapes it."""
-    from bench.launch import under_mpi
+    from bench.environment import under_mpi
 
     if not under_mpi():
         return main()

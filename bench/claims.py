@@ -45,8 +45,9 @@ import time
 import uuid
 from pathlib import Path
 
+from bench import environment
+
 DEFAULT_LEASE_S = 120.0
-LEASE_ENV = "BENCH_CLAIM_LEASE_S"
 CLAIMS_DIR = "claims"
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]{0,199}")
@@ -64,7 +65,7 @@ def lease_seconds(lease_s: float | None = None) -> float:
     """``lease_s`` if given, else ``$BENCH_CLAIM_LEASE_S``, else DEFAULT_LEASE_S; ValueError unless > 0."""
     source, value = "lease_s", lease_s
     if value is None:
-        source, value = LEASE_ENV, os.environ.get(LEASE_ENV, "").strip() or DEFAULT_LEASE_S
+        source, value = environment.CLAIM_LEASE, environment.get(environment.CLAIM_LEASE) or DEFAULT_LEASE_S
     try:
         lease = float(value)
     except (TypeError, ValueError):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import os
 import re
 import struct
 import zlib
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from bench import environment
 from bench.config import ConfigError, RunConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -51,7 +51,6 @@ CIFAR = {
 # Streams of the stateless random keys [seed, stream]; each is folded with an epoch, step or rank.
 _SHUFFLE, _AUGMENT, _IMAGENET_FILES, _IMAGENET_CROPS, _PRECISE_BN = 0, 1, 2, 3, 4
 VALIDATION_SEED = 20181202  # the held-out validation images are the same draw for every run seed
-THREADS_ENV = "BENCH_THREADS"  # set by bench.distributed.init: this process's share of the host's cores
 
 
 class DataError(ConfigError):
@@ -69,7 +68,7 @@ class DatasetInfo:
 
 # ------------------------------------------------------------------------------------------ files
 def _base_dir(cfg: RunConfig, env: str, what: str) -> Path:
-    base = cfg.data_dir or os.environ.get(env, "")
+    base = cfg.data_dir or environment.get(env)
     if not base:
         raise DataError(f"{cfg.dataset}: no data folder; set data_dir in the config or ${env} ({what})")
     return Path(base)
@@ -90,7 +89,7 @@ def _fashion_files(cfg: RunConfig, split: str) -> tuple[Path, Path]:
 def _cifar_files(cfg: RunConfig, split: str) -> list[Path]:
     sub, train, test, archive = CIFAR[cfg.dataset][:4]
     hint = f"download {archive} from {CIFAR_URL} and extract it there"
-    base = _base_dir(cfg, "CIFAR_DIR", hint)
+    base = _base_dir(cfg, environment.DATA_DIRS[cfg.dataset], hint)
     # data_dir may name the folder that holds the extracted archive or the extracted folder itself
     folder = base if base.name == sub or (base / train[0]).is_file() else base / sub
     missing = [str(folder / f) for f in train + test if not (folder / f).is_file()]
@@ -105,7 +104,7 @@ def _imagenet_files(cfg: RunConfig, split: str) -> list[Path]:
     prefix = "train" if split == "train" else "validation"
     how = ("TFRecords built from ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
            "(https://image-net.org/download) by tensorflow/models' build_imagenet_data.py")
-    base = _base_dir(cfg, "IMAGENET_DIR", f"the folder of the {how}")
+    base = _base_dir(cfg, environment.DATA_DIRS["imagenet"], f"the folder of the {how}")
     pattern = re.compile(rf"{prefix}-(\d+)-of-(\d+)")
     files = sorted(p for p in base.glob(f"{prefix}-*-of-*") if pattern.fullmatch(p.name))
     if not files:
@@ -378,7 +377,7 @@ def _pad_crop_flip(images: tf.Tensor, uniforms: tf.Tensor) -> tf.Tensor:
 
 def _with_threads(ds: tf.data.Dataset) -> tf.data.Dataset:
     """The pipeline's own thread pool sized to this process's share of the cores (bench.distributed)."""
-    n = int(os.environ.get(THREADS_ENV, "0"))
+    n = environment.threads()
     if n <= 0:
         return ds
     options = tf.data.Options()

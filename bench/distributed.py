@@ -26,24 +26,14 @@ from dataclasses import dataclass, field
 
 import tensorflow as tf
 
+from bench import environment
 from bench.config import ConfigError
-from bench.launch import mpi_defaults, threads_per_process, under_mpi
+from bench.environment import mpi_defaults, threads_per_process, under_mpi
 
-# Horovod's stall inspector warns after CHECK s and, as a backstop, shuts Horovod down after SHUTDOWN s of a
-# collective that some ranks never join (a rank stuck outside any collective); the user's values win.
-STALL_CHECK_S, STALL_SHUTDOWN_S = 30, 90
-# Horovod's tensor fusion copies every gradient into one buffer before the allreduce and back after. Its
-# default threshold (128 MiB) suits GPUs, where a collective's latency dominates; on CPU workers the copies
-# cost memory bandwidth. Measured here (2 workers, one grouped allreduce, median of 20; threshold 0 / 1 MiB /
-# 4 MiB / 16 MiB / 128 MiB): ResNet-50's 214 gradients (102 MB) 76-84 / 66 / 85-95 / 105-113 / 133-164 ms;
-# ResNet-8's 26 (0.3 MB) 3.7-3.9 ms unfused, 2.0-3.5 fused. 1 MiB fuses the small ones and lets the large
-# go alone. The cycle time stays at Horovod's 1 ms (2, 5 and 10 ms were no better in training steps).
-CPU_FUSION_THRESHOLD = 2**20
 # How long a rank waits for a peer outside Horovod (the agreement at a run's end, the chief's choice of the
 # next run) before it aborts the job: longer than the stall shutdown, so that ranks freed by it arrive first,
 # and than a chief's results write and its reading of the store between two runs.
 PEER_TIMEOUT_S = 300.0
-PEER_TIMEOUT_ENV = "BENCH_PEER_TIMEOUT_S"
 
 
 @dataclass(frozen=True)
@@ -67,26 +57,14 @@ class World:
 
 def _set_threads(n: int) -> None:
     # Share the host's cores among the ranks on it: on 2 cores, two workers get one thread each for
-    # TF's intra- and inter-op pools (the input pipeline gets the same through data.THREADS_ENV);
+    # TF's intra- and inter-op pools (the input pipeline reads the same from bench.environment.threads);
     # oversubscribing makes every rank slower than one rank alone.
-    os.environ["BENCH_THREADS"] = str(n)
+    environment.set_threads(n)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(n)
     except RuntimeError:
         pass  # TF's runtime already started (a test process): keep its pools
-
-
-def node_local_rank(environ, horovod_local_rank: int) -> int:
-    """This process's rank among all processes on its host, packed groups included.
-
-    Horovod's local rank counts only this process's group: two packed groups on one host would both have
-    a local rank 0. The launcher's own variables count every process on the host.
-    """
-    for var in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "HOROVOD_LOCAL_RANK"):
-        if environ.get(var, "").isdigit():
-            return int(environ[var])
-    return horovod_local_rank
 
 
 def _pin_gpu(local_rank: int) -> None:
@@ -101,15 +79,6 @@ def _pin_gpu(local_rank: int) -> None:
             pass  # TF's runtime already started (a test process): keep its devices
 
 
-def horovod_defaults(environ, has_gpu: bool) -> None:
-    """Horovod's settings of this harness, read by hvd.init, unless the user set them: the stall times, and
-    on CPU workers the fusion threshold (CPU_FUSION_THRESHOLD)."""
-    environ.setdefault("HOROVOD_STALL_CHECK_TIME_SECONDS", str(STALL_CHECK_S))
-    environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(STALL_SHUTDOWN_S))
-    if not has_gpu:
-        environ.setdefault("HOROVOD_FUSION_THRESHOLD", str(CPU_FUSION_THRESHOLD))
-
-
 def init(comm=None) -> World:
     """Start Horovod (on ``comm``, an mpi4py communicator, when packing runs; on MPI_COMM_WORLD under any
     other MPI launch), give this process one GPU (if there are any) and its share of the CPU threads."""
@@ -118,15 +87,15 @@ def init(comm=None) -> World:
         from mpi4py import MPI  # initialises MPI here, so that a Horovod shutdown does not finalise it
 
         comm = MPI.COMM_WORLD
-    horovod_defaults(os.environ, has_gpu=bool(tf.config.list_physical_devices("GPU")))
+    environment.horovod_defaults(has_gpu=bool(tf.config.list_physical_devices("GPU")))
     import horovod.tensorflow as hvd
 
     hvd.init(comm=comm) if comm is not None else hvd.init()
     world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), comm)
-    _pin_gpu(node_local_rank(os.environ, world.local_rank))
+    _pin_gpu(environment.node_local_rank(horovod_local_rank=world.local_rank))
     # bench.__main__'s share_cores has set BENCH_THREADS (the launcher's count, or the user's
     # TF_NUM_INTRAOP_THREADS); in library use it is computed here
-    _set_threads(int(os.environ.get("BENCH_THREADS") or threads_per_process(os.environ, world.local_size)))
+    _set_threads(environment.threads() or threads_per_process(group_local_size=world.local_size))
     return world
 
 
@@ -149,13 +118,13 @@ def describe(error: BaseException) -> str:
 
 def peer_timeout() -> float:
     """``$BENCH_PEER_TIMEOUT_S`` if set, else PEER_TIMEOUT_S; ValueError unless a number > 0."""
-    text = os.environ.get(PEER_TIMEOUT_ENV, "").strip()
+    text = environment.get(environment.PEER_TIMEOUT)
     try:
         value = float(text) if text else PEER_TIMEOUT_S
     except ValueError:
         value = float("nan")
     if not 0 < value < float("inf"):
-        raise ValueError(f"{PEER_TIMEOUT_ENV} = {text!r} is not valid; valid: a number of seconds > 0")
+        raise ValueError(f"{environment.PEER_TIMEOUT} = {text!r} is not valid; valid: a number of seconds > 0")
     return value
 
 

@@ -25,7 +25,8 @@ import os
 import signal
 import time
 
-ENV = "BENCH_FAULT"
+from bench import environment
+
 POINTS = ("data", "compile", "step", "eval", "checkpoint", "results", "claim")
 KINDS = ("raise", "segv", "abort", "sleep")
 
@@ -40,10 +41,12 @@ def parse(text: str) -> dict:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or key not in ("at", "kind", "rank", "step", "seed", "seconds"):
-            raise ValueError(f"{ENV}: {item!r} is not valid; valid: at=, kind=, rank=, step=, seed=, seconds=")
+            raise ValueError(f"{environment.FAULT}: {item!r} is not valid; "
+                             "valid: at=, kind=, rank=, step=, seed=, seconds=")
         fault[key] = value if key in ("at", "kind") else float(value) if key == "seconds" else int(value)
     if fault.get("at") not in POINTS or fault.get("kind") not in KINDS:
-        raise ValueError(f"{ENV} = {text!r} needs at= one of {', '.join(POINTS)} and kind= one of {', '.join(KINDS)}")
+        raise ValueError(f"{environment.FAULT} = {text!r} needs at= one of {', '.join(POINTS)} "
+                         f"and kind= one of {', '.join(KINDS)}")
     return fault
 
 
@@ -59,7 +62,7 @@ def set_run(seed: int | None) -> None:
 
 def _current() -> dict | None:
     global _cache
-    text = os.environ.get(ENV, "")
+    text = environment.get(environment.FAULT)
     if text != _cache[0]:
         _cache = (text, parse(text) if text else None)
     return _cache[1]

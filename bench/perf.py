@@ -54,7 +54,7 @@ the measured model: ``bench project`` turns apply_ms into a cost per parameter) 
 about 8-10 minutes on 2 cores). ``--quick`` runs every entry at reduced sizes (``QUICK``: fewer rounds and
 steps, batch 8192 for the memory entry, momentum and nlcg-fr only) to check the machinery, not the speed.
 Child processes start as ``python -m bench perf-child`` through the harness's own launch line
-(``bench.launch.relaunch_command``), so launcher and thread settings of the harness apply to them too.
+(``bench.environment.relaunch_command``), so launcher and thread settings of the harness apply to them too.
 ``python -m bench project`` (``bench.project``) turns bench.json into a projection to GPUs, kept apart.
 """
 
@@ -193,9 +193,9 @@ def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -
 def bench(cfg: RunConfig, names: list[str], quick: bool = False) -> dict:
     """Measure every entry of bench.json on the workload of ``cfg`` (see the module docstring); returns
     the document (non-finite numbers as None). Must run outside MPI: it launches its own workers."""
-    from bench import launch, perf_child, perf_local
+    from bench import environment, perf_child, perf_local
 
-    if launch.under_mpi():
+    if environment.under_mpi():
         raise ConfigError("perf --json launches its own workers (mpirun -np 1 and 2); run it outside mpirun")
     names = ["momentum", "nlcg-fr", *[n for n in names if n not in ("momentum", "nlcg-fr")]]
     for name in names:

@@ -15,7 +15,7 @@ every ``python -m bench`` process does; under ``mpirun -np N`` for several worke
 Each child calls ``bench.distributed.init`` before anything touches TensorFlow's runtime (it sets the
 thread pools, which cannot change after that), then reads the config.
 
-Parent side: ``launch`` runs a child with the harness's launch line (``bench.launch.relaunch_command``);
+Parent side: ``launch`` runs a child with the harness's launch line (``bench.environment.relaunch_command``);
 ``scaling`` rotates ``mpirun -np 2``, ``-np 1``, a pair of plain 1-thread throughput children
 (``launch_pair``: the ceiling, no synchronisation) and ``mpirun -np 2 ... --no-sync`` over rounds (new
 processes per round: an idle Horovod job busy-polls MPI, so a job cannot wait beside the one being timed);
@@ -36,7 +36,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.launch import relaunch_command
+from bench.environment import relaunch_command
 
 MARKER = "BENCH_PERF_CHILD"
 MEMORY_MICRO = 256  # images per micro-batch of the memory entry
@@ -162,7 +162,7 @@ def _env() -> dict:
 
 def _command(workers: int, mode: str, path: Path, args: tuple, mpi: bool) -> list[str]:
     argv = ["perf-child", mode, "--config-json", str(path), *args]
-    # the harness's own launch line (bench.launch), so that its mpirun options apply here too
+    # the harness's own launch line (bench.environment), so that its mpirun options apply here too
     return relaunch_command(argv, workers, 1) if mpi else [sys.executable, "-m", "bench", *argv]
 
 

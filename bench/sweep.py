@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench import attempts, config
 from bench.config import ConfigError, RunConfig
-from bench.launch import mpi_size, relaunch_command, under_mpi
+from bench.environment import mpi_size, relaunch_command, under_mpi
 
 GRID = "grid"
 LAUNCH = "launch"  # [launch] workers = W, pack = K, max_crashes = M: the file's defaults for the CLI's flags

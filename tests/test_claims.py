@@ -177,3 +177,81 @@ def test_bad_arguments_are_one_line_errors(tmp_path, monkeypatch):
         claims.claim(tmp_path, "a")
     monkeypatch.delenv("BENCH_CLAIM_LEASE_S")
     assert claims.lease_seconds() == claims.DEFAULT_LEASE_S == 120
+
+
+def test_a_dead_pid_in_another_pid_namespace_of_the_same_host_name_is_judged_by_the_lease_only(tmp_path):
+    # two containers that share a host name but not a PID namespace: pid 1 is not ours to judge
+    here = claims.machine()
+    assert here.split("|")[0] == socket.gethostname() and here.count("|") == 2
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a pid that has exited
+    path = write_claim(tmp_path, "r", age_s=0, host=socket.gethostname(), pid=pid)
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "where": socket.gethostname() + "|same-boot|pid:[1]"}))
+    assert claims.claim(tmp_path, "r", lease_s=60) is None  # the lease still runs
+    path.write_text(json.dumps({**record, "where": here}))  # the same machine: the dead pid frees it at once
+    mine = claims.claim(tmp_path, "r", lease_s=60)
+    assert mine is not None and mine.previous["pid"] == pid  # the dead attempt's record, handed over
+    mine.release()
+
+
+def test_a_claim_taken_over_or_not_heartbeaten_for_half_the_lease_is_lost_and_check_raises(tmp_path, monkeypatch):
+    mine = claims.claim(tmp_path, "r", lease_s=1.0, heartbeat_s=0.1)
+    mine.check()  # held: nothing raised
+    write_claim(tmp_path, "r", age_s=0, token="taken-over")
+    time.sleep(0.4)
+    with pytest.raises(claims.ClaimLost, match="taken over by elsewhere:1"):
+        mine.check()
+    mine.release()
+    assert owner(mine.path) == "taken-over"
+
+    failing = claims.claim(tmp_path, "q", lease_s=1.0, heartbeat_s=0.1)
+
+    def full_disk(path, record):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(claims, "_replace", full_disk)
+    time.sleep(0.3)
+    failing.check()  # 0.3 s of failed beats: below half the lease, a passing problem
+    time.sleep(0.5)
+    with pytest.raises(claims.ClaimLost, match="not written for .* No space left on device"):
+        failing.check()
+    monkeypatch.undo()
+    failing.release()
+
+
+def _record(tmp_path, job="job1", ranks=(0, 1), **more):
+    return {"run_id": "r", "host": "h", "pid": 7, "token": "t", "job": job, "ranks": list(ranks), **more}
+
+
+def _report(tmp_path, job, rank, text):
+    path = claims.fault_log(tmp_path, job, rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+REPORT = ("Fatal Python error: Segmentation fault\n\nThread 0x1 (most recent call first):\n"
+          "  File \"/x/tqdm/_monitor.py\", line 69 in run\n\nCurrent thread 0x2 (most recent call first):\n"
+          "  File \"/x/bench/train.py\", line 261 in _train\n  File \"/x/bench/train.py\", line 164 in run\n\n"
+          "Extension modules: numpy\n")
+
+
+def test_a_dead_attempt_is_a_crash_of_its_own_group_an_interruption_or_a_trace_less_kill(tmp_path):
+    # a crash report from a rank of the claim's own group: counted, with the crashing thread's frames
+    _report(tmp_path, "job1", 1, REPORT)
+    _report(tmp_path, "job1", 0, "")
+    counted, text = claims.dead_attempt(tmp_path, _record(tmp_path))
+    assert counted and "world rank 1: Segmentation fault" in text and "train.py\", line 261 in _train" in text
+    assert "_monitor" not in text
+    # another group of the same job crashed and took this one down: not counted
+    counted, text = claims.dead_attempt(tmp_path, _record(tmp_path, ranks=(2, 3)))
+    assert not counted and "because world rank 1 of its job crashed" in text
+    # stopped from outside (SIGTERM marked the claim), no report in its group: not counted
+    counted, text = claims.dead_attempt(tmp_path, _record(tmp_path, job="job2", interrupted=True))
+    assert not counted and "SIGTERM" in text
+    # no report anywhere and not marked: SIGKILL, e.g. the OOM killer: counted
+    counted, text = claims.dead_attempt(tmp_path, _record(tmp_path, job="job2"))
+    assert counted and "without a trace" in text
+    # a record from before jobs existed: the same, judged without reports
+    counted, _ = claims.dead_attempt(tmp_path, {"run_id": "r", "host": "h", "pid": 7, "token": "t"})
+    assert counted
