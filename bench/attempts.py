@@ -57,7 +57,8 @@ class Past:
             return past
         crashed = runs[runs.status == "crashed"]
         past.crashes = crashed.groupby("run_id").size().to_dict()
-        past.last_crash = crashed.groupby("run_id").error.last().to_dict()
+        if "error" in crashed:
+            past.last_crash = crashed.groupby("run_id").error.last().to_dict()
         if "job" in runs:
             here = runs[(runs.job == job) & runs.status.isin(["failed", "crashed"])]
             past.failed_here = set(here.run_id)

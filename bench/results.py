@@ -358,15 +358,23 @@ def _exists(path: Path) -> bool:
     return True
 
 
-def is_completed(directory: str | Path, run_id: str) -> bool:
-    """Whether ``run_id`` has a ``complete`` or ``diverged`` row; reads only that run's files (and legacy).
+def run_rows(directory: str | Path, run_id: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The rows of one run (every attempt; ``columns`` that exist), read from that run's files only.
 
-    The check a sweep makes right after claiming a run: another process, on this host or another, may have
-    finished it meanwhile. Its files are looked up by name as well as listed (``_attempt_files``), so a
-    directory listing that another host's file is not in yet (NFS caching) does not hide the run.
+    The read a sweep makes right after claiming a run: another process, on this host or another, may have
+    finished it (or failed it) meanwhile. Its files are looked up by name as well as listed
+    (``_attempt_files``), so a directory listing that another host's file is not in yet (NFS caching) does
+    not hide it.
     """
     directory, run_id = Path(directory), check_run_id(run_id)
-    legacy = _read(_legacy(directory, RUNS), ["run_id", "status"], run_id)
+    columns = None if columns is None else ["run_id", *[c for c in columns if c != "run_id"]]
+    legacy = _read(_legacy(directory, RUNS), columns, run_id)
     files = _attempt_files(directory, run_id, 0 if legacy is None else legacy.num_rows)
-    tables = [t for t in (legacy, _read(files, ["run_id", "status"], run_id)) if t is not None]
-    return any(status in DONE for t in tables if "status" in t.column_names for status in t["status"].to_pylist())
+    tables = [t.to_pandas() for t in (legacy, _read(files, columns, run_id)) if t is not None]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns or RUN_COLUMNS)
+
+
+def is_completed(directory: str | Path, run_id: str) -> bool:
+    """Whether ``run_id`` has a ``complete`` or ``diverged`` row (``run_rows``: by name, not only listed)."""
+    rows = run_rows(directory, run_id, ["status"])
+    return "status" in rows and bool(rows.status.isin(DONE).any())

@@ -268,7 +268,10 @@ def claim_next(sweep: Sweep, workers: int, group: Group, say=print):
             why = past.skip_reason(run_id, group.max_crashes)
             say(f"[group {group.index}] skipping {_describe(sweep, cfg)}: {why}")
             continue
-        if results.is_completed(cfg.results_dir, run_id):  # by name: a listing may lag on a shared file system
+        # read again, by name: since the table above was read, its owner may have finished or failed it and
+        # released the claim (a listing may also lag on a shared file system)
+        rows = results.run_rows(cfg.results_dir, run_id, ["status", "job"])
+        if len(rows) and (rows.status.isin(results.DONE).any() or attempts.Past.of(rows, group.job).failed_here):
             claim.release()
             continue
         return cfg, claim

@@ -294,3 +294,39 @@ def test_under_gloo_a_failed_run_ends_the_invocation_cleanly_with_one_line(tmp_p
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert _by_seed(load_runs(tmp_path / "results" / "toy")) == {0: ["failed", "complete"], 1: ["complete"]}
     print(f"Gloo: failed row and a clean end in {took:.1f} s")
+
+
+def test_a_fault_is_parsed_and_bad_ones_are_one_line_errors(monkeypatch):
+    from bench import faults
+
+    assert faults.parse("at=step,step=3,rank=1,kind=segv,seed=0") == {"at": "step", "step": 3, "rank": 1,
+                                                                     "kind": "segv", "seed": 0}
+    for bad, words in (("at=nowhere,kind=raise", "at= one of data"), ("at=step,kind=explode", "kind= one of"),
+                       ("at=step,kind=raise,when=now", "'when=now' is not valid")):
+        with pytest.raises(ValueError, match=words):
+            faults.parse(bad)
+    monkeypatch.setenv("BENCH_FAULT", "at=eval,rank=1,kind=raise,seed=4")
+    faults.set_run(4)
+    faults.point("eval", rank=0)  # another rank: nothing
+    faults.point("step", rank=1)  # another moment: nothing
+    with pytest.raises(faults.InjectedFault, match="at eval on rank 1"):
+        faults.point("eval", rank=1)
+    faults.set_run(5)
+    faults.point("eval", rank=1)  # another run: nothing
+    faults.set_run(None)
+
+
+def test_past_attempts_count_crashes_and_this_jobs_failures_from_any_columns_there_are():
+    import pandas as pd
+
+    from bench.attempts import Past
+
+    runs = pd.DataFrame({"run_id": ["a", "a", "b", "c", "c"], "status": ["crashed", "crashed", "failed", "failed",
+                                                                         "complete"],
+                         "job": ["j0", "j1", "j2", "j1", "j2"], "error": ["x", "y", "z", "w", ""]})
+    past = Past.of(runs, "j2")
+    assert past.crashes == {"a": 2} and past.last_crash == {"a": "y"} and past.failed_here == {"b"}
+    assert "crashed 2 time(s)" in past.skip_reason("a", 2) and "--max-crashes 3" in past.skip_reason("a", 2)
+    assert past.skip_reason("a", 3) == "" and past.skip_reason("b", 1) == ""
+    assert Past.of(runs[["run_id", "status"]], "j2").failed_here == set()  # no job column: older rows
+    assert Past.of(runs[["run_id", "status", "job"]], "j1").failed_here == {"a", "c"}  # no error column
