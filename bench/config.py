@@ -17,7 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic")
+from bench.datasets import NAMES as DATASETS
+
 MODELS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50")
 
 

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from bench import environment
 from bench.config import ConfigError, RunConfig
+from bench.datasets import SPECS
 
 AUTOTUNE = tf.data.AUTOTUNE
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
@@ -41,7 +42,6 @@ SYNTHETIC_SEED = 20180101  # the synthetic data is the same for every run seed
 IMAGENET_SIZE, IMAGENET_RESIZE = 224, 256
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGENET_SHUFFLE = 10_000  # records (about 1.1 GB of JPEG bytes per worker)
-IMAGENET_TRAIN_SIZE = 1281167  # images in the ILSVRC-2012 train split
 # (sub-folder, train files, test files, archive, label bytes per record, which label byte, classes)
 CIFAR = {
     "cifar10": ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"],
@@ -89,7 +89,7 @@ def _fashion_files(cfg: RunConfig, split: str) -> tuple[Path, Path]:
 def _cifar_files(cfg: RunConfig, split: str) -> list[Path]:
     sub, train, test, archive = CIFAR[cfg.dataset][:4]
     hint = f"download {archive} from {CIFAR_URL} and extract it there"
-    base = _base_dir(cfg, environment.DATA_DIRS[cfg.dataset], hint)
+    base = _base_dir(cfg, SPECS[cfg.dataset].data_variable, hint)
     # data_dir may name the folder that holds the extracted archive or the extracted folder itself
     folder = base if base.name == sub or (base / train[0]).is_file() else base / sub
     missing = [str(folder / f) for f in train + test if not (folder / f).is_file()]
@@ -104,7 +104,7 @@ def _imagenet_files(cfg: RunConfig, split: str) -> list[Path]:
     prefix = "train" if split == "train" else "validation"
     how = ("TFRecords built from ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
            "(https://image-net.org/download) by tensorflow/models' build_imagenet_data.py")
-    base = _base_dir(cfg, environment.DATA_DIRS["imagenet"], f"the folder of the {how}")
+    base = _base_dir(cfg, SPECS["imagenet"].data_variable, f"the folder of the {how}")
     pattern = re.compile(rf"{prefix}-(\d+)-of-(\d+)")
     files = sorted(p for p in base.glob(f"{prefix}-*-of-*") if pattern.fullmatch(p.name))
     if not files:
@@ -299,7 +299,8 @@ def _native_info(cfg: RunConfig) -> DatasetInfo:
         sizes = [sum(_cifar_records(p, label_bytes) for p in _cifar_files(cfg, s)) for s in ("train", "test")]
         return DatasetInfo(cfg.dataset, (32, 32, 3), classes, *sizes)
     if cfg.dataset == "imagenet":
-        return DatasetInfo(cfg.dataset, (IMAGENET_SIZE, IMAGENET_SIZE, 3), 1000, IMAGENET_TRAIN_SIZE, 50000)
+        spec = SPECS[cfg.dataset]
+        return DatasetInfo(cfg.dataset, spec.image_shape, spec.num_classes, spec.train_size, spec.test_size)
     s = cfg.synthetic_image_size
     return DatasetInfo(cfg.dataset, (s, s, cfg.synthetic_channels), cfg.synthetic_classes,
                        cfg.synthetic_train_size, cfg.synthetic_test_size)
@@ -504,7 +505,7 @@ def _imagenet_train(cfg: RunConfig, workers: int, rank: int, micro_batch: int,
     fold = tf.random.experimental.stateless_fold_in
     files_key, key = fold(_key(cfg.seed, _IMAGENET_FILES), rank), fold(_key(cfg.seed, _IMAGENET_CROPS), rank)
     # file order: a stateless permutation per epoch keyed by (seed, rank, epoch)
-    first_epoch = images_done // IMAGENET_TRAIN_SIZE  # a resumed run: that epoch's file order, fresh shuffle
+    first_epoch = images_done // SPECS["imagenet"].train_size  # a resumed run: that epoch's file order, fresh shuffle
     order = tf.data.Dataset.counter(start=first_epoch).map(
         lambda e: tf.random.experimental.stateless_shuffle(mine, seed=fold(files_key, e))).unbatch()
 

@@ -8,7 +8,8 @@ Variables of the harness's own (the user may set any of them):
 - ``BENCH_CLAIM_LEASE_S``: seconds without a heartbeat after which a run's claim is stale (bench.claims).
 - ``BENCH_PEER_TIMEOUT_S``: how long a rank waits for a peer outside Horovod (bench.distributed).
 - ``BENCH_FAULT``: a fault to inject, for the fault tests (bench.faults).
-- ``CIFAR_DIR``, ``IMAGENET_DIR``: where the data sets are when a config's ``data_dir`` is empty.
+- ``CIFAR_DIR``, ``IMAGENET_DIR``: where the data sets are when a config's ``data_dir`` is empty (each
+  data set's ``data_variable`` in bench.datasets; read with ``get``).
 Variables of the libraries, set as defaults (the user's values win): TensorFlow's thread pools and log
 level, Open MPI's idle yield, Horovod's stall times and fusion threshold.
 """
@@ -24,7 +25,6 @@ THREADS_SET_BY = "BENCH_THREADS_SET_BY"
 CLAIM_LEASE = "BENCH_CLAIM_LEASE_S"
 PEER_TIMEOUT = "BENCH_PEER_TIMEOUT_S"
 FAULT = "BENCH_FAULT"
-DATA_DIRS = {"cifar10": "CIFAR_DIR", "cifar100": "CIFAR_DIR", "imagenet": "IMAGENET_DIR"}
 
 
 def get(name: str, environ=os.environ) -> str:

@@ -47,8 +47,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from bench.config import ConfigError
+from bench.datasets import SPECS
 
-IMAGENET_IMAGES = 1_281_167
+IMAGENET_IMAGES = SPECS["imagenet"].train_size
 BATCH = 65_536
 EPOCHS = 90
 RESNET50_PARAMETERS = 25_583_592  # trainable weights of keras.applications.ResNet50(classes=1000)

@@ -23,6 +23,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from bench.datasets import SPECS
+
 FINISHED = ("complete", "diverged")
 # Fields that change no training (bench.config.NOT_TRAINING; plots reads only the results tables, so the
 # list is repeated here and tests/test_plots.py checks the two agree).
@@ -34,7 +36,7 @@ POINT_FIELDS = ("optimizer", "global_batch", "epochs", "steps")
 # whose values differ between optimizers (a sweep's [optimizer_overrides.NAME], see ``tuning_keys``).
 TUNING_FIELDS = ("base_lr", "hparams")
 # training-set sizes, for the steps-per-epoch mapping between a profile and the paper
-TRAIN_SIZES = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+TRAIN_SIZES = {name: spec.train_size for name, spec in SPECS.items() if name != "synthetic"}
 
 
 # ---- Student t -------------------------------------------------------------------------------------
