@@ -337,3 +337,47 @@ def write(doc: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     return path
+
+
+def add_arguments(p) -> None:
+    """``python -m bench perf``'s arguments."""
+    p.add_argument("--config", help="TOML run config giving the workload (--json without it: resnet8, "
+                   "Fashion-MNIST, global batch 256)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--optimizers", default=None,
+                   help="comma-separated registry names; the first is the baseline "
+                   "(default momentum,nlcg-fr,nlcg-pr,rmsprop,lars,lamb; --json: the first four; "
+                   "--json --quick: momentum,nlcg-fr)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per optimizer per round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    p.add_argument("--out", help="also write the table to this CSV file")
+    p.add_argument("--json", help="measure every bench.json entry (outside mpirun: it launches its own "
+                   "workers), write it to this file and print it as a table")
+    p.add_argument("--quick", action="store_true", help="with --json: reduced sizes, to check the machinery")
+
+
+def main(args) -> int:
+    """``python -m bench perf``: the per-optimizer step table (under mpirun for several workers), or with
+    ``--json`` every bench.json ratio."""
+    from bench import config
+
+    overrides = args.overrides
+    if args.json and not args.config:
+        overrides = ["global_batch=256", *overrides]  # the default study's smallest batch
+    cfg = config.load(args.config, overrides)
+    if args.json:
+        names = args.optimizers or (QUICK_OPTIMIZERS if args.quick else JSON_OPTIMIZERS)
+        doc = bench(cfg, names.split(","), quick=args.quick)
+        print(report(doc), flush=True)
+        print(f"-> {write(doc, args.json)}", flush=True)
+        return 0
+    from bench import distributed
+
+    world = distributed.init()
+    table = run(cfg, (args.optimizers or OPTIMIZERS).split(","), args.steps, args.rounds, world)
+    if world.is_chief:
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            print(table.round(3).to_string(index=False))
+        if args.out:
+            table.to_csv(args.out, index=False)
+    return 0

@@ -122,7 +122,30 @@ def figure(table: pd.DataFrame, assumptions: str) -> Figure:
     return fig
 
 
-def main(args) -> list[Path]:
+def add_arguments(p) -> None:
+    """``python -m bench project``'s arguments."""
+    p.add_argument("--bench", default="results/bench/bench.json", help="bench.json from perf --json")
+    p.add_argument("--gpus", default="64,128,256,512,1024", help="comma-separated GPU counts")
+    p.add_argument("--bandwidth-gbps", type=float, default=100.0,
+                   help="ring link bandwidth, Gbit/s (100: InfiniBand EDR; 1200: NVLink 2 within a node)")
+    p.add_argument("--latency-us", type=float, default=5.0, help="per-message latency of the ring, microseconds")
+    p.add_argument("--images-per-s-per-gpu", type=float, default=1270.0,
+                   help="ResNet-50 training throughput of one GPU (1270: V100, mixed precision; an assumption)")
+    p.add_argument("--optimizer-speedup", type=float, default=None,
+                   help="GPU / this CPU speed of an optimizer step (default: 900 GB/s over the measured "
+                   "memory bandwidth in bench.json)")
+    p.add_argument("--optimizers", default="momentum,rmsprop,nlcg-fr,nlcg-pr", help="optimizers to project")
+    p.add_argument("--out", default="figures/projection", help="output folder")
+
+
+def main(args) -> int:
+    """``python -m bench project``: the projected hours, written and named."""
+    paths = write_projection(args)
+    print(f"wrote {', '.join(str(p) for p in paths)}", flush=True)
+    return 0
+
+
+def write_projection(args) -> list[Path]:
     """``python -m bench project``: read bench.json, project, write the table (CSV + JSON) and the figure."""
     path = Path(args.bench)
     if not path.is_file():

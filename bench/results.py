@@ -164,8 +164,9 @@ def _legacy_rows(directory: Path, run_id: str) -> int:
     return 0 if table is None else table.num_rows
 
 
-def append_run(directory: str | Path, run: dict, history: list[dict]) -> None:
-    """Store one finished run attempt: its history rows, then its runs row (one new file each).
+def append_run(directory: str | Path, run: dict, history: list[dict]) -> Path:
+    """Store one finished run attempt: its history rows, then its runs row (one new file each); returns the
+    runs file's path.
 
     ``run["status"]`` must be one of STATUSES. The row gets ``attempt`` = 1 + the rows its run_id already
     has (a failed run retried by a sweep is attempt 2); history rows get the same ``attempt`` and the
@@ -200,7 +201,7 @@ def append_run(directory: str | Path, run: dict, history: list[dict]) -> None:
                     os.unlink(hist_path)
                 raise
             if published:
-                return
+                return published
             if hist_path:
                 os.unlink(hist_path)
             attempt += 1

@@ -393,6 +393,23 @@ def run(sweep: Sweep, pack: int = 1, say=print, max_crashes: int = attempts.MAX_
     return failed
 
 
+def add_arguments(p) -> None:
+    """``python -m bench sweep``'s arguments."""
+    p.add_argument("file", help="sweep file: a run config plus a [grid] table of lists")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Horovod workers per run (re-launches under mpirun); default: the file's [launch] "
+                   "workers, else 1")
+    p.add_argument("--pack", type=int, default=None,
+                   help="runs trained at once, each on its own group of workers; default: the file's [launch] "
+                   "pack, else 1")
+    p.add_argument("--max-crashes", type=int, default=None,
+                   help="skip a run after this many attempts that died natively (no row; recorded as crashed "
+                   "by the next claimant); default: the file's [launch] max_crashes, else 2")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field for every run")
+
+
 def main(args) -> int:
     """``python -m bench sweep FILE [--workers N] [--pack K] [--max-crashes M] [--dry-run] [--set k=v ...]``."""
     sweep = load(args.file, args.overrides)

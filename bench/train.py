@@ -178,14 +178,15 @@ def run(cfg: RunConfig, world: World | None = None, claim=None, job: str = "") -
     if failures:
         row["status"] = "failed"
         row["error"] = "; ".join(f"rank {rank}: {text}" for rank, text in failures)[:2000]
+    written = None
     if world.is_chief:
         faults.point("results", world.rank)
-        results.append_run(cfg.results_dir, row, history)
+        written = results.append_run(cfg.results_dir, row, history)
         if not failures:  # a finished run needs its checkpoint no more; a failed one keeps it for its retry
             shutil.rmtree(checkpoint.directory(cfg.results_dir, row["run_id"]), ignore_errors=True)
     if failures:
         raise RunFailed(row["error"]) from error
-    return row
+    return {**row, "results_file": str(written) if written else ""}
 
 
 def _throughput(blocks: list[tuple[int, float]], global_batch: int) -> tuple[float, float]:
@@ -315,3 +316,32 @@ def _train(cfg, world, info, micro, accumulation, steps, row, history, guard=Non
         row.update(top1=math.nan, top5=math.nan, val_top1=math.nan)
     else:
         row["status"] = "complete"
+
+
+def add_arguments(p) -> None:
+    """``python -m bench train``'s arguments."""
+    p.add_argument("--config", help="TOML run config (experiments/*.toml); defaults if omitted")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (TOML value), e.g. --set epochs=3 --set hparams.momentum=0.8")
+
+
+def main(args) -> int:
+    """``python -m bench train [--config X.toml] [--set k=v ...]``: one run (under mpirun/horovodrun for several
+    workers). 0 complete or diverged, 1 failed (recorded)."""
+    import sys
+
+    from bench import config
+
+    cfg = config.load(args.config, args.overrides)
+    world = distributed.init()
+    if world.is_chief:
+        print(f"run {cfg.run_id(world.size)} on {world.size} worker(s): {cfg.to_dict()}", flush=True)
+    try:
+        row = run(cfg, world)
+    except (RunFailed, results.WriteError) as e:  # recorded as a failed run, or its results could not be written
+        print(f"error: run failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    if world.is_chief:
+        print(f"{row['status']}: top1 {row['top1']:.4f}  top5 {row['top5']:.4f}  {row['images_per_s']:,.0f} img/s  "
+              f"{row['wall_time_s']:.1f} s  -> {row['results_file']}", flush=True)
+    return 0

@@ -67,3 +67,29 @@ def write(results_dir: str | Path, out_dir: str | Path, reference_csv: str | Pat
     path.write_text(claims_mod.markdown(doc, reference))
     paths.append(path)
     return paths
+
+
+def add_arguments(p) -> None:
+    """``python -m bench report``'s arguments."""
+    p.add_argument("results", nargs="+", help="results folders, e.g. results/mini")
+    p.add_argument("--out", default="figures", help="output folder; one subfolder per results folder")
+    p.add_argument("--reference", default="experiments/paper_reference.csv", help="the paper's numbers")
+    p.add_argument("--paper-dataset", default="cifar100", choices=["cifar100", "imagenet"],
+                   help="which of the paper's studies the results stand for")
+
+
+def main(args) -> int:
+    """``python -m bench report FOLDER ...``: figures and claims of each results folder, claims.md printed."""
+    import os
+
+    from bench.config import ConfigError
+
+    for folder in args.results:
+        try:
+            paths = write(folder, f"{args.out}/{os.path.basename(os.path.normpath(folder))}", args.reference,
+                          args.paper_dataset)
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
+        print(f"{folder}: wrote {len(paths)} files to {paths[0].parent}", flush=True)
+        print(paths[-1].read_text(), flush=True)
+    return 0
