@@ -85,7 +85,7 @@ lint: install
 smoke: install
 	mpirun -np $(NP) --oversubscribe --bind-to none $(PY) -m bench train --config $(CONFIG)
 
-# Speed, as ratios measured in one run (bench/perf.py): results/bench/bench.json, printed as a table
+# Speed, as ratios measured in one run (bench/perf/): results/bench/bench.json, printed as a table
 # (~9 min here; BENCH_ARGS=--quick ~2 min). It launches its own mpirun children.
 BENCH_ARGS ?=
 bench: install

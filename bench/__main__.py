@@ -25,9 +25,9 @@ COMMANDS = {
     "train": ("bench.train", "train one run (under mpirun/horovodrun for several workers)"),
     "sweep": ("bench.sweep", "run every pending run of a sweep file (resumable; see bench/sweep.py)"),
     "perf": ("bench.perf", "time every optimizer's train step on one workload (ratios to the first); with "
-             "--json, every bench.json ratio (see bench/perf.py)"),
-    "project": ("bench.project", "projected hours of the paper's ResNet-50 / ImageNet run on N GPUs (a model fed "
-                "by bench.json, not a measurement; see bench/project.py)"),
+             "--json, every bench.json ratio (see bench/perf/__init__.py)"),
+    "project": ("bench.perf.projection", "projected hours of the paper's ResNet-50 / ImageNet run on N GPUs (a "
+                "model fed by bench.json, not a measurement; see bench/perf/projection.py)"),
     "report": ("plots.report", "figures (PNG + PDF) and claims.md from results folders"),
 }
 
@@ -46,10 +46,6 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["perf-child"]:  # a child process of `perf --json` (bench/perf_child.py)
-        from bench import perf_child
-
-        return perf_child.main(argv[1:])
     args = _parser(argv[0] if argv else None).parse_args(argv)
     from bench.config import ConfigError
 

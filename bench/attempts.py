@@ -60,7 +60,7 @@ class Past:
         if "error" in crashed:
             past.last_crash = crashed.groupby("run_id").error.last().to_dict()
         if "job" in runs:
-            here = runs[(runs.job == job) & runs.status.isin(["failed", "crashed"])]
+            here = runs[(runs.job == job) & runs.status.isin(results.RETRIED)]
             past.failed_here = set(here.run_id)
         return past
 

@@ -7,7 +7,7 @@ Layout: ``<output_dir>/<sweep>/checkpoints/<run_id>/``, written by the chief onl
   ``progress.json``            the step, the checkpoint and history files of that step, the clock and the
                                run-row values so far; written last, by an atomic rename, so it always
                                names files that exist (the previous checkpoint is kept until the next save)
-  ``local-<rank>-<step>.npz``  each rank's own BatchNorm statistics (per worker, not synchronised: NLCG.md
+  ``local-<rank>-<step>.npz``  each rank's own BatchNorm statistics (per worker, not synchronised: docs/nlcg.md
                                s4), written by every rank
 A checkpoint commits as one unit across ranks: every rank writes its BN file of the step, all ranks agree
 that they did (a collective), then the chief writes the weights and history and publishes progress.json,
@@ -24,7 +24,6 @@ failed run keeps it for its retry.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from bench import faults
+from bench import atomic, faults
 
 PROGRESS = "progress.json"
 
@@ -84,16 +83,16 @@ class RunCheckpoint:
         if self.world.size > 1:
             self.directory.mkdir(parents=True, exist_ok=True)
             values = {f"v{i}": v.numpy() for i, v in enumerate(self.model.non_trainable_variables)}
-            _atomic_write_bytes(local, lambda f: np.savez(f, **values), self.token)
+            atomic.replace(local, lambda f: np.savez(f, **values), self.token)
             faults.point("checkpoint", self.world.rank, step=step)
             self._barrier(f"ckpt_written_{step}")
         hist_name = f"history-{step}.parquet"
         if self.world.is_chief:
             path = Path(self.manager.save(checkpoint_number=step))
-            _atomic_write_bytes(self.directory / hist_name,
+            atomic.replace(self.directory / hist_name,
                                 lambda f: pd.DataFrame(history).to_parquet(f, index=False), self.token)
             record = {**progress, "step": step, "checkpoint": path.name, "history": hist_name}
-            _atomic_write_bytes(self.directory / PROGRESS, lambda f: f.write(json.dumps(record).encode()), self.token)
+            atomic.replace(self.directory / PROGRESS, lambda f: f.write(json.dumps(record).encode()), self.token)
         if self.world.size > 1:
             self._barrier(f"ckpt_published_{step}")  # every rank knows progress.json names this step
         stale = [p for p in self.directory.glob(f"local-{self.world.rank}-*.npz") if p != local]
@@ -107,12 +106,3 @@ class RunCheckpoint:
 
         # Horovod: a collective every rank must reach; an error on any rank fails it everywhere.
         hvd.allreduce(tf.constant(1.0), op=hvd.Sum, name=name)
-
-
-def _atomic_write_bytes(path: Path, write, token: str) -> None:
-    tmp = path.with_name(f".{path.name}.{token}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -45,7 +45,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import environment
+from bench import atomic, environment
 
 DEFAULT_LEASE_S = 120.0
 CLAIMS_DIR = "claims"
@@ -152,14 +152,7 @@ def is_stale(record: dict, lease_s: float | None = None) -> bool:
 
 
 def _replace(path: Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{record['token']}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    atomic.replace(path, lambda f: f.write(json.dumps(record).encode()), record["token"])
 
 
 def _create(path: Path, record: dict) -> bool:

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import tomllib
 import types
 import typing
@@ -28,7 +29,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One training run. Units are in the names; defaults are NLCG.md section 4 (authors' CIFAR code)."""
+    """One training run. Units are in the names; defaults are docs/nlcg.md section 4 (authors' CIFAR code)."""
 
     sweep: str = "default"  # results go to <output_dir>/<sweep>/
     output_dir: str = "results"
@@ -95,7 +96,7 @@ class RunConfig:
         """The optimizer's hyperparameters with the registry's defaults filled in."""
         import optimizers
 
-        return {**optimizers.REGISTRY[self.optimizer][1], **self.hparams}
+        return {**optimizers.REGISTRY[self.optimizer].defaults, **self.hparams}
 
     def training_fields(self, workers: int) -> dict:
         """Everything that changes the result, canonical: the resolved hyperparameters, numbers as floats
@@ -104,7 +105,7 @@ class RunConfig:
         d = {k: v for k, v in self.to_dict().items() if k not in NOT_TRAINING}
         d["hparams"] = self.resolved_hparams()
         d["workers"] = workers
-        return _canonical(d)
+        return canonical(d)
 
     def run_id(self, workers: int) -> str:
         """Hash of ``training_fields``: same training and evaluation, same id."""
@@ -127,15 +128,17 @@ NOT_TRAINING = ("sweep", "output_dir", "log_every_steps", "checkpoint_every_epoc
 BN_EVAL = ("precise", "moving")
 
 
-def _canonical(value):
+def canonical(value):
+    """``value`` in the one form that identity hashes read: every number a float (1, 1.0 and NumPy's alike),
+    tuples as lists, dict keys as strings, anything else as its string."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
+        return {str(k): canonical(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
+        return [canonical(v) for v in value]
     return str(value)
 
 

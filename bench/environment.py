@@ -109,11 +109,12 @@ def mpi_defaults(environ=os.environ) -> None:
         environ.setdefault(key, value)
 
 
-def relaunch_command(argv: list[str], workers: int, pack: int) -> list[str]:
-    """``mpirun -np workers*pack python -m bench ...``: the same command, under MPI."""
+def relaunch_command(argv: list[str], workers: int, pack: int, module: str = "bench") -> list[str]:
+    """``mpirun -np workers*pack python -m MODULE ...``: the same command (of ``python -m bench`` unless
+    ``module`` names another entry point), under MPI."""
     mpirun = shutil.which("mpirun") or "mpirun"
     return [mpirun, "-np", str(workers * pack), "--oversubscribe", "--bind-to", "none",
-            sys.executable, "-m", "bench", *argv]
+            sys.executable, "-m", module, *argv]
 
 
 # Horovod's stall inspector warns after CHECK s and, as a backstop, shuts Horovod down after SHUTDOWN s of a

@@ -5,7 +5,7 @@ conv with `width` filters, 3 stages of n basic blocks with width, 2*width, 4*wid
 1/2/2, a final BN + ReLU, global average pooling and a dense classifier. Each block is BN-ReLU-conv3x3-
 BN-ReLU-conv3x3; the first block of every stage projects its shortcut with a 1x1 conv applied to the
 pre-activated input (as the TensorFlow official ResNet v2 that the authors' CIFAR code follows). No conv
-bias; BN momentum 0.99 and epsilon 1e-5 (NLCG.md section 4); statistics are per worker, not synchronised.
+bias; BN momentum 0.99 and epsilon 1e-5 (docs/nlcg.md section 4); statistics are per worker, not synchronised.
 Parameter counts (10 classes): resnet20 0.27M, resnet32 0.47M, resnet56 0.86M.
 """
 
@@ -71,6 +71,14 @@ def build(name: str, input_shape, num_classes: int, width: int = 16, bn_momentum
     if name not in CIFAR_DEPTHS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join([*CIFAR_DEPTHS, 'resnet50'])}")
     return cifar_resnet(CIFAR_DEPTHS[name], input_shape, num_classes, width, bn_momentum, name=name)
+
+
+def seeded(cfg, info) -> keras.Model:
+    """Keras' random state seeded with the run's seed (Python, NumPy and TensorFlow), then the run's model for
+    the data set ``info`` (bench.data.DatasetInfo) describes: the one way every part of the harness builds
+    the model a config names, so that the same seed always gives the same initial weights."""
+    keras.utils.set_random_seed(cfg.seed)
+    return build(cfg.model, info.image_shape, info.num_classes, cfg.width, cfg.bn_momentum)
 
 
 def decayed_weights(model: keras.Model) -> list:

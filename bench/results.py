@@ -40,7 +40,6 @@ import contextlib
 import errno
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -49,6 +48,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from bench import atomic
 from bench.claims import check_run_id
 
 RUNS = "runs.parquet"  # legacy single files (older folders): read, never written
@@ -66,8 +66,11 @@ RUN_COLUMNS = [
     "keras_version", "horovod_version", "mpi_version", "git_commit", "config",
 ]
 HISTORY_COLUMNS = ["run_id", "attempt", "step", "epoch", "loss", "lr"]  # an empty history's columns
-STATUSES = ("complete", "diverged", "failed", "crashed")  # crashed: a dead attempt, recorded by the next claimant
-DONE = ("complete", "diverged")  # a sweep does not train these again
+# The statuses of a runs row, defined here only. crashed: an attempt whose process died without a row,
+# recorded by the next claimant (bench.attempts).
+STATUSES = ("complete", "diverged", "failed", "crashed")
+DONE = ("complete", "diverged")  # a result: a sweep does not train these again
+RETRIED = ("failed", "crashed")  # not a result: the next invocation tries the run again (bench.attempts)
 
 _NAME = re.compile(r"(.+)-a(\d+)\.parquet")
 
@@ -86,69 +89,6 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 # errnos of a folder fsync that the file system does not support (some NFS and FUSE mounts)
-DIR_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF})
-_refused_dir_fsync: str | None = None  # the folder whose fsync was refused first (warned once per process)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """fsync ``folder`` (its new entry); one the file system refuses as unsupported (DIR_FSYNC_UNSUPPORTED)
-    is skipped with a warning, once per process; any other OSError propagates."""
-    global _refused_dir_fsync
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno not in DIR_FSYNC_UNSUPPORTED:
-            raise
-        if _refused_dir_fsync is None:
-            _refused_dir_fsync = str(folder)
-            code = errno.errorcode.get(e.errno, str(e.errno))
-            warnings.warn(f"cannot fsync the results folder {folder} ({code}: {e.strerror or e}); each file is "
-                          "fsynced, the folder entry is not (said once per process)", stacklevel=2)
-    finally:
-        os.close(fd)
-
-
-def _same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether both names are one file (False if either is gone)."""
-    try:
-        return os.path.samestat(os.stat(a), os.stat(b))
-    except FileNotFoundError:
-        return False
-
-
-def _publish(folder: Path, name: str, data: bytes) -> Path | None:
-    """Write ``data`` once to ``folder/name``; None (and nothing written) if that name already exists.
-
-    Temp file in the same folder, fsync, ``os.link`` (atomic, never overwrites), fsync of the folder. An
-    EEXIST from the link when the final name is the temp file itself (an NFS client that resent a LINK which
-    had succeeded) is a success. On an error the temp file and anything published by this call are removed
-    before the OSError propagates.
-    """
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    final, linked = folder / name, False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, final)
-        except FileExistsError:
-            if not _same_file(tmp, final):
-                return None  # another writer's file
-        linked = True
-        _fsync_dir(folder)
-        return final
-    except BaseException:
-        if linked:
-            os.unlink(final)
-        raise
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def _attempt_names(folder: Path, run_id: str) -> list[str]:
     with contextlib.suppress(FileNotFoundError):
         return [n for n in os.listdir(folder) if (m := _NAME.fullmatch(n)) and m.group(1) == run_id]
@@ -190,12 +130,12 @@ def append_run(directory: str | Path, run: dict, history: list[dict]) -> Path:
             hist_path = None
             if history:
                 hist_df = pd.DataFrame(history).assign(run_id=run_id, attempt=attempt)
-                hist_path = _publish(history_dir, name, _parquet_bytes(hist_df))
+                hist_path = atomic.publish_once(history_dir, name, _parquet_bytes(hist_df))
                 if hist_path is None:  # left by a writer killed between its two files, or a racing one
                     attempt += 1
                     continue
             try:
-                published = _publish(runs_dir, name, _parquet_bytes(run_df))
+                published = atomic.publish_once(runs_dir, name, _parquet_bytes(run_df))
             except BaseException:
                 if hist_path:
                     os.unlink(hist_path)

@@ -1,4 +1,4 @@
-"""The learning-rate schedule shared by every optimizer (NLCG.md section 4).
+"""The learning-rate schedule shared by every optimizer (docs/nlcg.md section 4).
 
 peak = base_lr * global_batch / reference_batch (linear scaling, Goyal et al. 2017). For the first
 W = warmup_fraction * total_steps steps the rate climbs from init_lr to the peak along a polynomial of
@@ -14,6 +14,13 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+
+def to_steps(epochs: float, train_size: int, global_batch: int, rounding=round) -> int:
+    """The one conversion of a duration in epochs into optimizer steps (at least 1): a run's budget rounds up
+    (``math.ceil``: every epoch it asked for is trained), a cadence (evaluate, checkpoint every x epochs) to
+    the nearest step."""
+    return max(1, int(rounding(epochs * train_size / global_batch)))
 
 
 def peak_lr(base_lr: float, global_batch: int, reference_batch: int) -> float:

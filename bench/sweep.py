@@ -30,118 +30,14 @@ starts again: rows appear only when a run ends). A run that fails is recorded as
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import shlex
 from pathlib import Path
 
-from bench import attempts, config
+from bench import attempts
 from bench.config import ConfigError, RunConfig
 from bench.environment import mpi_size, relaunch_command, under_mpi
-
-GRID = "grid"
-LAUNCH = "launch"  # [launch] workers = W, pack = K, max_crashes = M: the file's defaults for the CLI's flags
-OPT_HPARAMS = "optimizer_hparams"
-OPT_OVERRIDES = "optimizer_overrides"
-
-
-@dataclasses.dataclass(frozen=True)
-class Sweep:
-    """A sweep file resolved: its name and the runs of its grid, in grid order."""
-
-    name: str
-    runs: tuple[RunConfig, ...]
-    grid: dict  # field -> list of values, as written
-    launch: dict = dataclasses.field(default_factory=dict)  # [launch]: workers, pack, max_crashes (the CLI's win)
-
-
-def _check_grid(path, grid: dict, where: str) -> None:
-    for key, options in grid.items():
-        if key == "hparams" or key not in config.FIELDS:
-            valid = ", ".join(sorted(set(config.FIELDS) - {"hparams", "sweep", "output_dir"}))
-            raise ConfigError(f"[{where}] key {key!r} is not a run config field; valid: {valid}")
-        if not isinstance(options, list) or not options:
-            raise ConfigError(f"[{where}] {key} = {options!r} must be a non-empty list of values")
-
-
-def _points(grid: dict, per_opt_fields: dict):
-    """Every combination of ``grid``'s lists, each expanded again by its optimizer's own fields
-    (``[optimizer_overrides.NAME]``: a list there is that optimizer's own axis, e.g. its learning rates)."""
-    keys = list(grid)
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        point = dict(zip(keys, combo, strict=True))
-        own = per_opt_fields.get(point.get("optimizer"), {})
-        axes = {k: v if isinstance(v, list) else [v] for k, v in own.items()}
-        for extra in itertools.product(*axes.values()):
-            yield {**point, **dict(zip(axes, extra, strict=True))}
-
-
-def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
-    """Read a sweep file, expand its grid(s) and check every run (ConfigError on the first bad one).
-
-    ``[grid]`` is one table of lists (their product), or ``[[grid]]`` several such tables (the union of
-    their products: e.g. every batch at one budget, plus several budgets at the largest batches).
-    ``[optimizer_hparams.NAME]`` adds hyperparameters to optimizer NAME's runs, ``[optimizer_overrides.NAME]``
-    run-config fields (``base_lr = 0.01``, or a list for that optimizer's own learning-rate grid)."""
-    values = config.read_toml(path)
-    values.setdefault("sweep", Path(path).stem)
-    grids = values.pop(GRID, {})
-    grids = grids if isinstance(grids, list) else [grids]
-    per_opt = values.pop(OPT_HPARAMS, {})
-    per_opt_fields = values.pop(OPT_OVERRIDES, {})
-    launch = values.pop(LAUNCH, {})
-    bad = {k: v for k, v in launch.items() if k not in ("workers", "pack", "max_crashes") or type(v) is not int
-           or v < 1} if isinstance(launch, dict) else {LAUNCH: launch}
-    if bad:
-        raise ConfigError(f"{path}: [{LAUNCH}] {bad} is not valid; valid: workers = N, pack = K, max_crashes = M "
-                          "(integers >= 1)")
-    if not all(isinstance(g, dict) for g in grids) or not isinstance(per_opt, dict) \
-            or not isinstance(per_opt_fields, dict):
-        raise ConfigError(f"{path}: [{GRID}] (or [[{GRID}]]), [{OPT_HPARAMS}] and [{OPT_OVERRIDES}] must be tables")
-    for grid in grids:
-        _check_grid(path, grid, GRID)
-    for name, fields in per_opt_fields.items():
-        _check_grid(path, {k: v if isinstance(v, list) else [v] for k, v in fields.items()},
-                    f"{OPT_OVERRIDES}.{name}")
-        if "optimizer" in fields:
-            raise ConfigError(f"[{OPT_OVERRIDES}.{name}] cannot set optimizer; valid: any other run config field")
-    for table, names in ((OPT_HPARAMS, per_opt), (OPT_OVERRIDES, per_opt_fields)):
-        unknown_opt = sorted(set(names) - set(_registry_names()))
-        if unknown_opt:
-            raise ConfigError(f"[{table}] names unknown optimizer(s) {', '.join(unknown_opt)}; "
-                              f"valid: {', '.join(_registry_names())}")
-    base = config.apply_overrides(values, list(overrides))
-    runs, seen = [], set()
-    for grid in grids:
-        for combo in _points(grid, per_opt_fields):
-            point = {**base, **combo}
-            opt = point.get("optimizer", RunConfig.optimizer)
-            point["hparams"] = {**base.get("hparams", {}), **per_opt.get(opt, {})}
-            try:
-                cfg = config.make(point)
-            except ConfigError as e:
-                where = ", ".join(f"{k}={v}" for k, v in combo.items())
-                raise ConfigError(f"{path} run ({where}): {e}") from None
-            key = (cfg.results_dir, cfg.run_id(1))
-            if key not in seen:  # grids may name the same run twice (overlapping tables, repeated values)
-                seen.add(key)
-                runs.append(cfg)
-    if not runs:
-        raise ConfigError(f"{path}: the grid has no runs")
-    if len({c.sweep for c in runs}) > 1:
-        raise ConfigError(f"{path}: every run of a sweep writes to one folder; do not put 'sweep' in [{GRID}]")
-    shown = {}
-    for grid in grids + [{k: v if isinstance(v, list) else [v] for k, v in f.items()} for f in per_opt_fields.values()]:
-        for k, v in grid.items():
-            shown.setdefault(k, [])
-            shown[k] += [x for x in v if x not in shown[k]]
-    return Sweep(name=runs[0].sweep, runs=tuple(runs), grid=shown, launch=launch)
-
-
-def _registry_names() -> list[str]:
-    import optimizers
-
-    return optimizers.names()
+from bench.grid import Sweep, load
 
 
 def check(sweep: Sweep, workers: int) -> None:

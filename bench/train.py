@@ -12,25 +12,23 @@ import datetime as dt
 import json
 import math
 import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
+from dataclasses import dataclass, field, fields, replace
 
-import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 import optimizers
-from bench import checkpoint, data, distributed, evaluate, faults, models, results, schedule
+from bench import checkpoint, data, distributed, evaluate, faults, intervals, models, results, schedule
 from bench.config import RunConfig
 from bench.distributed import World
+from bench.provenance import provenance
 
 
 def budget_steps(cfg: RunConfig, train_size: int) -> int:
     """The run's length in optimizer steps: ``steps`` if set, else ``epochs`` of the training set."""
-    return cfg.steps if cfg.steps > 0 else max(1, math.ceil(cfg.epochs * train_size / cfg.global_batch))
+    return cfg.steps if cfg.steps > 0 else schedule.to_steps(cfg.epochs, train_size, cfg.global_batch, math.ceil)
 
 
 def cross_entropy(labels, logits, num_classes: int, label_smoothing: float = 0.0):
@@ -87,30 +85,6 @@ def make_train_step(model, optimizer, lr_schedule, cfg: RunConfig, world: World,
     return train_step
 
 
-def provenance() -> dict:
-    """Where and with what a run ran: host, library versions, git commit."""
-    import horovod
-
-    def first_line(cmd, cwd=None):
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, cwd=cwd)
-            return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
-    repo = Path(__file__).resolve().parent.parent
-    commit = first_line(["git", "rev-parse", "HEAD"], cwd=repo)
-    dirty = first_line(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo)
-    return {
-        "host": socket.gethostname(),
-        "tf_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "horovod_version": horovod.__version__,
-        "mpi_version": first_line(["mpirun", "--version"]),
-        "git_commit": (commit + "-dirty" if dirty else commit) or "unknown",
-    }
-
-
 def _scalar(x) -> float:
     return float(np.asarray(x))
 
@@ -140,8 +114,50 @@ def new_row(cfg: RunConfig, world: World, info, micro: int, accumulation: int, s
     }
 
 
+@dataclass
+class Measured:
+    """What one attempt of a run measured (a resumed run starts from what its checkpoint kept), and the error
+    that ended it, if one did (then the fields hold what was measured before it). Clocks:
+    ``wall_time_s`` is the whole run (set-up, compilation, evaluation, checkpoints); ``compile_time_s`` the
+    first step of this attempt (tracing, graph optimisation, one step); ``train_time_s`` every later
+    optimizer step; ``eval_time_s`` the evaluations."""
+
+    steps: int = 0
+    resumed_from_step: int = 0
+    diverged: bool = False
+    final_train_loss: float = math.nan
+    top1: float = math.nan
+    top5: float = math.nan
+    val_top1: float = math.nan
+    steps_to_target: float = math.nan
+    time_to_target_s: float = math.nan
+    train_time_s: float = 0.0
+    compile_time_s: float = 0.0
+    eval_time_s: float = 0.0
+    wall_time_s: float = math.nan
+    images_per_s: float = math.nan
+    images_per_s_ci95: float = math.nan
+    history: list = field(default_factory=list)  # the history table's rows: logged steps and evaluations
+    blocks: list = field(default_factory=list)  # (steps, seconds) between host reads, compilation excluded
+    error: BaseException | None = None
+
+    def row(self) -> dict:
+        """The runs-row fields: these numbers and the status they give (``failed`` is decided by the caller)."""
+        kept = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_IN_ROW}
+        if self.diverged:  # a diverged run has no accuracy
+            kept.update(top1=math.nan, top5=math.nan, val_top1=math.nan)
+        return {**kept, "status": "diverged" if self.diverged else "complete"}
+
+
+_NOT_IN_ROW = ("history", "blocks", "error", "diverged")
+# what a checkpoint keeps of a run's measurements, to resume them with its weights
+_CHECKPOINTED = ("steps", "final_train_loss", "top1", "top5", "val_top1", "steps_to_target", "time_to_target_s",
+                 "train_time_s", "compile_time_s", "eval_time_s")
+
+
 def run(cfg: RunConfig, world: World | None = None, claim=None, job: str = "") -> dict:
-    """Train one run; the chief appends its rows to ``cfg.results_dir``. Returns the runs row.
+    """Train one run; the chief appends its rows to ``cfg.results_dir``. Returns the runs row (and
+    ``results_file``, the runs file it wrote, on the chief).
 
     Config and data problems raise ConfigError before anything is written. A non-finite global loss
     ends the run as ``diverged`` (every rank sees the same allreduced loss, so all stop together).
@@ -159,33 +175,27 @@ def run(cfg: RunConfig, world: World | None = None, claim=None, job: str = "") -
     info = data.info(cfg)
     micro, accumulation = distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch)
     steps = budget_steps(cfg, info.train_size)
-    row, history = {**new_row(cfg, world, info, micro, accumulation, steps), "job": job}, []
-    guard = claim.check if claim is not None else None
+    row = {**new_row(cfg, world, info, micro, accumulation, steps), "job": job}
+    measured = measure(cfg, world, info, micro, accumulation, steps, claim.check if claim is not None else None)
+    row.update(measured.row())
     try:
-        _train(cfg, world, info, micro, accumulation, steps, row, history, guard)
-        error = None
-    except Exception as e:  # noqa: BLE001 - every rank must reach the agreement below
-        error = e
-    try:
-        failures = distributed.agree(world, error)
+        failures = distributed.agree(world, measured.error)
     except distributed.PeersSilent as e:
         if world.is_chief:
-            row.update(status="failed", error=str(e))
-            results.append_run(cfg.results_dir, row, history)
+            results.append_run(cfg.results_dir, {**row, "status": "failed", "error": str(e)}, measured.history)
             if claim is not None:
                 claim.release()
         distributed.abort(str(e))
     if failures:
-        row["status"] = "failed"
-        row["error"] = "; ".join(f"rank {rank}: {text}" for rank, text in failures)[:2000]
+        row.update(status="failed", error="; ".join(f"rank {rank}: {text}" for rank, text in failures)[:2000])
     written = None
     if world.is_chief:
         faults.point("results", world.rank)
-        written = results.append_run(cfg.results_dir, row, history)
+        written = results.append_run(cfg.results_dir, row, measured.history)
         if not failures:  # a finished run needs its checkpoint no more; a failed one keeps it for its retry
             shutil.rmtree(checkpoint.directory(cfg.results_dir, row["run_id"]), ignore_errors=True)
     if failures:
-        raise RunFailed(row["error"]) from error
+        raise RunFailed(row["error"]) from measured.error
     return {**row, "results_file": str(written) if written else ""}
 
 
@@ -200,122 +210,141 @@ def _throughput(blocks: list[tuple[int, float]], global_batch: int) -> tuple[flo
     if len(groups) < 2:
         return rate, math.nan
     rates = np.array([global_batch * steps[g].sum() / secs[g].sum() for g in groups])
-    return rate, float(T975[min(len(rates) - 1, len(T975) - 1)] * rates.std(ddof=1) / math.sqrt(len(rates)))
+    half = intervals.t975(len(rates) - 1) * rates.std(ddof=1) / math.sqrt(len(rates))
+    return rate, float(half)
 
 
-# Student t quantiles t_{0.975, df} for df = 0 (unused), 1 .. 9: the 95 % band of a mean of 2 .. 10 groups.
-T975 = (math.nan, 12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157)
+@dataclass
+class Parts:
+    """A run's built pieces: model, optimizer, compiled step, evaluator, checkpoint (or None)."""
+
+    model: object
+    optimizer: object
+    train_step: object
+    evaluator: object
+    checkpoint: object
 
 
-def _train(cfg, world, info, micro, accumulation, steps, row, history, guard=None) -> None:
-    """The loop; fills ``row`` and ``history`` in place (a failure keeps what was measured).
-
-    Clocks: ``wall_time_s`` is the whole run (set-up, compilation, evaluation, checkpoints);
-    ``compile_time_s`` the first step of this attempt (tracing, graph optimisation, one step);
-    ``train_time_s`` every later optimizer step; ``eval_time_s`` the evaluations. The host reads the
-    loss back only on logged steps (and before evaluations and checkpoints): that is also where a
-    non-finite loss is caught, so a diverged run stops at the first logged step after it diverged.
-    """
-    wall0 = time.perf_counter()
-    keras.utils.set_random_seed(cfg.seed)
-    model = models.build(cfg.model, info.image_shape, info.num_classes, cfg.width, cfg.bn_momentum)
+def _build(cfg: RunConfig, world: World, info, accumulation: int, steps: int, run_id: str) -> Parts:
+    """Seed, model, schedule, optimizer (broadcast from rank 0), the EMA, the compiled step, the evaluator."""
+    model = models.seeded(cfg, info)
     lr_schedule = schedule.from_config(cfg, steps)
     optimizer = optimizers.get(cfg.optimizer, lr_schedule, **cfg.hparams)
     optimizer.build(model.trainable_variables)
     if world.size > 1:
         distributed.broadcast_state(model, optimizer)
-
     ema_weights, ema_update = (evaluate.make_weight_ema(model.trainable_variables, cfg.ema_decay)
                                if cfg.eval_ema else ([], None))
     train_step = make_train_step(model, optimizer, lr_schedule, cfg, world, accumulation, info.num_classes,
                                  after_step=ema_update)
     evaluator = evaluate.make_evaluator(cfg, model, world, info.num_classes, ema_weights)
-    steps_per_epoch = info.train_size / cfg.global_batch
-    eval_every = max(1, round(cfg.eval_every_epochs * steps_per_epoch)) if cfg.eval_every_epochs else 0
-    epoch_of = lambda step: step / steps_per_epoch  # noqa: E731
+    ckpt = checkpoint.RunCheckpoint(checkpoint.directory(cfg.results_dir, run_id), world, model, optimizer,
+                                    ema_weights) if cfg.checkpoint_every_epochs else None
+    return Parts(model, optimizer, train_step, evaluator, ckpt)
 
-    blocks: list[tuple[int, float]] = []  # (steps, seconds) between host reads, compilation excluded
-    wall_before = 0.0  # wall time of earlier attempts (a resumed run)
-    start = 0
-    ckpt, ckpt_every = None, 0
-    if cfg.checkpoint_every_epochs:
-        ckpt_every = max(1, round(cfg.checkpoint_every_epochs * steps_per_epoch))
-        ckpt = checkpoint.RunCheckpoint(checkpoint.directory(cfg.results_dir, row["run_id"]), world, model,
-                                        optimizer, ema_weights)
-        start, progress, saved_history = ckpt.restore()  # progress and history: on the chief only
-        row["resumed_from_step"] = start
-        if progress:
-            history[:] = saved_history
-            blocks = [tuple(b) for b in progress["blocks"]]
-            wall_before = float(progress["row"].pop("wall_time_s", 0.0))
-            row.update(progress["row"])
-    faults.point("data", world.rank)
-    train_iter = iter(data.train_dataset(cfg, workers=world.size, rank=world.rank, micro_batch=micro,
-                                         accumulation=accumulation, start_step=start))
+
+def _resume(parts: Parts) -> tuple[int, Measured, float]:
+    """(step to resume after, what the checkpoint kept of the run's measurements, wall time of earlier
+    attempts); (0, Measured(), 0.0) without a checkpoint. Progress and history are on the chief only."""
+    if parts.checkpoint is None:
+        return 0, Measured(), 0.0
+    start, progress, history = parts.checkpoint.restore()
+    if not progress:
+        return start, Measured(resumed_from_step=start), 0.0
+    kept = {k: v for k, v in progress["row"].items() if k in _CHECKPOINTED}
+    blocks = [tuple(b) for b in progress["blocks"]]
+    resumed = Measured(resumed_from_step=start, history=list(history), blocks=blocks, **kept)
+    return start, resumed, float(progress["row"].get("wall_time_s", 0.0))
+
+
+def measure(cfg: RunConfig, world: World, info, micro: int, accumulation: int, steps: int, guard=None) -> Measured:
+    """Build, resume, train and evaluate: what the attempt measured; an exception on this rank is returned in
+    ``error`` (with what was measured before it), never raised, so that every rank reaches the agreement."""
+    wall0 = time.perf_counter()
+    try:
+        parts = _build(cfg, world, info, accumulation, steps, cfg.run_id(world.size))
+        start, resumed, wall_before = _resume(parts)
+    except Exception as e:  # noqa: BLE001 - every rank must reach the agreement
+        return Measured(error=e, wall_time_s=time.perf_counter() - wall0)
+    return _loop(cfg, world, info, parts, micro, accumulation, steps, start, resumed, wall0 - wall_before, guard)
+
+
+def _loop(cfg, world, info, parts: Parts, micro, accumulation, steps, start, resumed: Measured, wall0: float,
+          guard) -> Measured:
+    """Steps ``start + 1 .. steps``: what they measured, on top of ``resumed`` (a copy; ``wall0``: the clock
+    value the run's wall time counts from). The host reads the loss back only on logged steps (and before
+    evaluations and checkpoints): that is also where a non-finite loss is caught, so a diverged run stops
+    at the first logged step after it diverged, and where a lost claim (``guard`` raises) stops the run."""
+    m = replace(resumed, history=list(resumed.history), blocks=list(resumed.blocks))
+    run_id = cfg.run_id(world.size)
+    steps_per_epoch = info.train_size / cfg.global_batch
+    eval_every = schedule.to_steps(cfg.eval_every_epochs, info.train_size, cfg.global_batch) \
+        if cfg.eval_every_epochs else 0
+    ckpt_every = schedule.to_steps(cfg.checkpoint_every_epochs, info.train_size, cfg.global_batch) \
+        if parts.checkpoint else 0
     bar = tqdm(total=steps, initial=start, disable=not world.is_chief, unit="step", dynamic_ncols=True,
                desc=f"{cfg.optimizer} B={cfg.global_batch}")
     say = bar.write if world.is_chief else (lambda _: None)  # tqdm.write prints even when disabled
-    if start:
-        say(f"resumed from the checkpoint of step {start}")
-    block_start, block_steps = time.perf_counter(), 0
-    for step in range(start + 1, steps + 1):
-        loss, lr, diag = train_step(train_iter)
-        faults.point("step", world.rank, step=step)
-        block_steps += 1
-        first = step == start + 1
-        evaluating = (eval_every and step % eval_every == 0) or step == steps
-        checkpointing = ckpt_every and step % ckpt_every == 0 and step < steps
-        if not (first or step % cfg.log_every_steps == 0 or evaluating or checkpointing):
-            continue
-        loss = _scalar(loss)  # the host reads the step's results: the clock below reads finished work
-        if guard is not None:
-            guard()  # a run whose claim was lost stops here, before it logs, evaluates or checkpoints again
-        elapsed = time.perf_counter() - block_start
-        if first:
-            row["compile_time_s"] += elapsed
-        else:
-            blocks.append((block_steps, elapsed))
-            row["train_time_s"] += elapsed
-        row.update(steps=step, final_train_loss=loss)
-        history.append({"run_id": row["run_id"], "step": step, "epoch": epoch_of(step), "loss": loss,
-                        "lr": _scalar(lr), "time_s": row["train_time_s"],
-                        **{k: _scalar(v) for k, v in diag.items()}})
-        if not math.isfinite(loss):
-            row["status"] = "diverged"
-            say(f"step {step}: loss is {loss}; the run diverged")
-            break
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{_scalar(lr):.4g}",
-                        img_s=f"{cfg.global_batch * block_steps / elapsed:,.0f}", refresh=False)
-        bar.update(step - bar.n)
-
-        if evaluating:
-            faults.point("eval", world.rank, step=step)
-            t0 = time.perf_counter()
-            ev = evaluator()
-            row["eval_time_s"] += time.perf_counter() - t0
-            history.append({"run_id": row["run_id"], "step": step, "epoch": epoch_of(step),
-                            "time_s": row["train_time_s"], **ev})
-            row.update(top1=ev["top1"], top5=ev["top5"], val_top1=ev.get("val_top1", math.nan))
-            if cfg.target_top1 and math.isnan(row["steps_to_target"]) and ev["top1"] >= cfg.target_top1:
-                row.update(steps_to_target=step, time_to_target_s=row["train_time_s"])
-            say(f"step {step} (epoch {epoch_of(step):.2f}): loss {loss:.4f}  top1 {ev['top1']:.4f}  "
-                f"top5 {ev['top5']:.4f}")
-        if checkpointing:
-            kept = ("steps", "final_train_loss", "top1", "top5", "val_top1", "steps_to_target", "time_to_target_s",
-                    "train_time_s", "compile_time_s", "eval_time_s")
-            ckpt.save(step, {"blocks": blocks, "row": {
-                **{k: row[k] for k in kept}, "wall_time_s": wall_before + time.perf_counter() - wall0}}, history)
+    try:
+        faults.point("data", world.rank)
+        train_iter = iter(data.train_dataset(cfg, workers=world.size, rank=world.rank, micro_batch=micro,
+                                             accumulation=accumulation, start_step=start))
+        if start:
+            say(f"resumed from the checkpoint of step {start}")
         block_start, block_steps = time.perf_counter(), 0
-    bar.close()
-    if guard is not None:
-        guard()
-
-    row["images_per_s"], row["images_per_s_ci95"] = _throughput(blocks, cfg.global_batch)
-    row["wall_time_s"] = wall_before + time.perf_counter() - wall0
-    if row["status"] == "diverged":  # a diverged run has no accuracy
-        row.update(top1=math.nan, top5=math.nan, val_top1=math.nan)
-    else:
-        row["status"] = "complete"
+        for step in range(start + 1, steps + 1):
+            loss, lr, diag = parts.train_step(train_iter)
+            faults.point("step", world.rank, step=step)
+            block_steps += 1
+            first = step == start + 1
+            evaluating = (eval_every and step % eval_every == 0) or step == steps
+            checkpointing = ckpt_every and step % ckpt_every == 0 and step < steps
+            if not (first or step % cfg.log_every_steps == 0 or evaluating or checkpointing):
+                continue
+            loss = _scalar(loss)  # the host reads the step's results: the clock below reads finished work
+            if guard is not None:
+                guard()  # a run whose claim was lost stops here, before it logs, evaluates or checkpoints again
+            elapsed = time.perf_counter() - block_start
+            if first:
+                m.compile_time_s += elapsed
+            else:
+                m.blocks.append((block_steps, elapsed))
+                m.train_time_s += elapsed
+            m.steps, m.final_train_loss = step, loss
+            epoch = step / steps_per_epoch
+            m.history.append({"run_id": run_id, "step": step, "epoch": epoch, "loss": loss, "lr": _scalar(lr),
+                              "time_s": m.train_time_s, **{k: _scalar(v) for k, v in diag.items()}})
+            if not math.isfinite(loss):
+                m.diverged = True
+                say(f"step {step}: loss is {loss}; the run diverged")
+                break
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{_scalar(lr):.4g}",
+                            img_s=f"{cfg.global_batch * block_steps / elapsed:,.0f}", refresh=False)
+            bar.update(step - bar.n)
+            if evaluating:
+                faults.point("eval", world.rank, step=step)
+                t0 = time.perf_counter()
+                ev = parts.evaluator()
+                m.eval_time_s += time.perf_counter() - t0
+                m.history.append({"run_id": run_id, "step": step, "epoch": epoch, "time_s": m.train_time_s, **ev})
+                m.top1, m.top5, m.val_top1 = ev["top1"], ev["top5"], ev.get("val_top1", math.nan)
+                if cfg.target_top1 and math.isnan(m.steps_to_target) and ev["top1"] >= cfg.target_top1:
+                    m.steps_to_target, m.time_to_target_s = step, m.train_time_s
+                say(f"step {step} (epoch {epoch:.2f}): loss {loss:.4f}  top1 {ev['top1']:.4f}  top5 {ev['top5']:.4f}")
+            if checkpointing:
+                kept = {k: getattr(m, k) for k in _CHECKPOINTED}
+                parts.checkpoint.save(step, {"blocks": m.blocks, "row": {
+                    **kept, "wall_time_s": time.perf_counter() - wall0}}, m.history)
+            block_start, block_steps = time.perf_counter(), 0
+        if guard is not None:
+            guard()
+    except Exception as e:  # noqa: BLE001 - every rank must reach the agreement; what was measured is kept
+        m.error = e
+    finally:
+        bar.close()
+    m.images_per_s, m.images_per_s_ci95 = _throughput(m.blocks, cfg.global_batch)
+    m.wall_time_s = time.perf_counter() - wall0
+    return m
 
 
 def add_arguments(p) -> None:

@@ -3,7 +3,7 @@
 Every optimizer returned here is a ``keras.optimizers.Optimizer`` stepped the same way,
 ``opt.apply(grads, variables, loss=loss)``, and reports ``opt.diagnostics()`` (a dict of scalar
 tensors for the history table; empty for optimizers that have none). Optimizers that do not use
-the loss ignore it. Defaults are the paper's settings (../shared/paper/NLCG.md section 4); the
+the loss ignore it. Defaults are the paper's settings (docs/nlcg.md section 4); the
 same names are used in the TOML files and in the results tables.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
@@ -50,89 +51,84 @@ def _lamb(learning_rate, **hp):
 
 
 def _nlcg(rule):
-    # Explicit keywords, no **kwargs: valid_hparams then lists exactly these (the registry name fixes `rule`).
-    # weight_decay is listed only so that NLCG itself can refuse it with a ValueError saying why.
-    def factory(
-        learning_rate,
-        preconditioner="bfgs",
-        line_search="step",
-        line_search_period=5,
-        line_search_threshold=1.0,
-        weight_decay=None,
-        clipnorm=None,
-        clipvalue=None,
-        global_clipnorm=None,
-        use_ema=False,
-        ema_momentum=0.99,
-        ema_overwrite_frequency=None,
-    ):
-        return NLCG(
-            learning_rate=learning_rate,
-            rule=rule,
-            preconditioner=preconditioner,
-            line_search=line_search,
-            line_search_period=line_search_period,
-            line_search_threshold=line_search_threshold,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
-            use_ema=use_ema,
-            ema_momentum=ema_momentum,
-            ema_overwrite_frequency=ema_overwrite_frequency,
-        )
+    # NLCG's hyperparameters and their defaults are NLCG.__init__'s (optimizers/nlcg.py), written nowhere else;
+    # the registry name fixes `rule`. valid_hparams lists NLCG's own arguments plus Keras's (_KERAS_RULES).
+    def factory(learning_rate, **hp):
+        return NLCG(learning_rate=learning_rate, rule=rule, **hp)
 
     return factory
 
 
-def _lars(learning_rate, momentum=0.9, eta=0.001, weight_decay=0.0, **hp):
-    return LARS(learning_rate=learning_rate, momentum=momentum, eta=eta, weight_decay=weight_decay, **hp)
+def _lars(learning_rate, **hp):
+    # LARS's defaults are LARS.__init__'s (optimizers/lars.py), written nowhere else.
+    return LARS(learning_rate=learning_rate, **hp)
 
 
-_NLCG_DEFAULTS = {
-    "preconditioner": "bfgs",
-    "line_search": "step",
-    "line_search_period": 5,
-    "line_search_threshold": 1.0,
-}
+# Constructor arguments that are not hyperparameters: the harness sets the rate, does its own gradient
+# accumulation (bench/distributed.py) and trains in float32; the registry name fixes NLCG's rule.
+_NOT_HPARAMS = {"self", "args", "kwargs", "learning_rate", "name", "gradient_accumulation_steps",
+                "loss_scale_factor", "rule"}
 
 
-# name -> (factory, default hyperparameters, source of the defaults). The README's table is this dict.
-REGISTRY: dict[str, tuple] = {
-    "sgd": (_sgd, {}, "plain SGD, the paper's weakest baseline"),
-    "momentum": (_momentum, {"momentum": 0.9, "nesterov": False}, "NLCG.md s4 (authors' CIFAR code)"),
-    "rmsprop": (
-        _rmsprop,
-        {"rho": 0.9, "momentum": 0.9, "epsilon": 1.0},
-        "NLCG.md s4 (authors' CIFAR code)",
-    ),
-    "lamb": (_lamb, {}, "Keras defaults (You et al. 2019)"),
-    "nlcg-fr": (_nlcg("fr"), _NLCG_DEFAULTS, "NLCG.md s2-3 (authors' code: FR, BFGS, step line search)"),
-    "nlcg-pr": (_nlcg("pr"), _NLCG_DEFAULTS, "NLCG.md s2-3 (authors' code, Polak-Ribiere rule)"),
-    "lars": (
+def _defaults(fn, only: tuple[str, ...] | None = None) -> dict:
+    """The defaults in ``fn``'s signature of its hyperparameters (not _NOT_HPARAMS), in signature order.
+
+    ``only``: just these names (each must have a default in the signature).
+    """
+    params = inspect.signature(fn).parameters
+    out = {k: p.default for k, p in params.items() if p.default is not p.empty and k not in _NOT_HPARAMS
+           and (only is None or k in only)}
+    if only is not None and set(only) != set(out):
+        raise ValueError(f"{fn.__qualname__} has no default for {', '.join(sorted(set(only) - set(out)))}")
+    return out
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registry entry.
+
+    factory: ``factory(learning_rate, **hparams)`` builds the optimizer.
+    defaults: the hyperparameters ``get`` passes unless overridden, and ``RunConfig.resolved_hparams`` fills
+      in (so they are part of every run id): read from the signature that owns them, never repeated.
+    source: where the defaults come from.
+    """
+
+    factory: Callable[..., keras.optimizers.Optimizer]
+    defaults: dict
+    source: str
+
+
+# name -> Entry. The README's table is this dict (tests/test_registry.py).
+REGISTRY: dict[str, Entry] = {
+    "sgd": Entry(_sgd, _defaults(_sgd), "plain SGD, the paper's weakest baseline"),
+    "momentum": Entry(_momentum, _defaults(_momentum), "docs/nlcg.md s4 (authors' CIFAR code)"),
+    "rmsprop": Entry(_rmsprop, _defaults(_rmsprop), "docs/nlcg.md s4 (authors' CIFAR code)"),
+    "lamb": Entry(_lamb, _defaults(_lamb), "Keras defaults (You et al. 2019)"),
+    "nlcg-fr": Entry(_nlcg("fr"), _defaults(NLCG), "docs/nlcg.md s2-3 (authors' code: FR, BFGS, step line search)"),
+    "nlcg-pr": Entry(_nlcg("pr"), _defaults(NLCG), "docs/nlcg.md s2-3 (authors' code, Polak-Ribiere rule)"),
+    "lars": Entry(
         _lars,
-        {"momentum": 0.9, "eta": 0.001, "weight_decay": 0.0},
+        # not epsilon: it was never a registry default, and the defaults are part of every run id
+        _defaults(LARS, only=("momentum", "eta", "weight_decay")),
         "You et al. 2017 (eta 0.001, momentum 0.9); weight decay 0: the harness puts L2 in the loss",
     ),
 }
 
-# Constructor arguments that are not hyperparameters: the harness sets the rate, does its own gradient
-# accumulation (bench/distributed.py) and trains in float32.
-_NOT_HPARAMS = {"self", "args", "kwargs", "learning_rate", "name", "gradient_accumulation_steps",
-                "loss_scale_factor"}
-
 
 def valid_hparams(name: str) -> set[str]:
     """The hyperparameter names ``get(name, ...)`` accepts."""
-    factory, defaults, _ = REGISTRY[name]
-    params = inspect.signature(factory).parameters
+    entry = REGISTRY[name]
+    params = inspect.signature(entry.factory).parameters
     names = {p for p, v in params.items() if v.kind is v.KEYWORD_ONLY or v.kind is v.POSITIONAL_OR_KEYWORD}
     names.discard("learning_rate")
     if any(v.kind is v.VAR_KEYWORD for v in params.values()):
-        # the factory forwards **hp to a Keras class: accept that class's own arguments too
-        cls = factory(1.0).__class__
-        names |= set(inspect.signature(cls.__init__).parameters) - _NOT_HPARAMS
-    return names | set(defaults)
+        # the factory forwards **hp to a Keras optimizer class: accept that class's own arguments too, and
+        # keras.optimizers.Optimizer's (which a class such as NLCG takes through its **kwargs)
+        init = inspect.signature(entry.factory(1.0).__class__.__init__).parameters
+        names |= set(init) - _NOT_HPARAMS
+        if any(v.kind is v.VAR_KEYWORD for v in init.values()):
+            names |= set(_KERAS_RULES)
+    return names | set(entry.defaults)
 
 
 # Constructor arguments that users tend to put in [hparams] although the harness sets them: why not there.
@@ -231,7 +227,7 @@ _KERAS_RULES = {
 _SGD_RULES = {**_KERAS_RULES, "momentum": _UNIT, "nesterov": _BOOL}
 _NLCG_RULES = {
     **_KERAS_RULES,
-    "weight_decay": Rule("none", why="NLCG takes weight decay through the loss, NLCG.md s2"),
+    "weight_decay": Rule("none", why="NLCG takes weight decay through the loss, docs/nlcg.md s2"),
     "preconditioner": Rule("choice", choices=PRECONDITIONERS),
     "line_search": Rule("choice", choices=LINE_SEARCHES),
     "line_search_period": Rule("integer", 1),
@@ -287,8 +283,8 @@ def get(name: str, learning_rate, /, **hparams) -> keras.optimizers.Optimizer:
         mistake) reaches that check and gets its one-line error instead of a TypeError.
     """
     hparams = check_hparams(name, hparams)
-    factory, defaults, _ = REGISTRY[name]
-    return factory(learning_rate, **{**defaults, **hparams})
+    entry = REGISTRY[name]
+    return entry.factory(learning_rate, **{**entry.defaults, **hparams})
 
 
 def names() -> list[str]:

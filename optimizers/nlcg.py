@@ -3,7 +3,7 @@
     d_t = -P_t g_t + beta_t d_{t-1}    (P_t diagonal BFGS; beta_t FR or PR, clipped to [0, 1])
     w_{t+1} = w_t + u_t,  u_t = (1 - r_t) eta_t alpha_t d_t - r_t u_{t-1}    (alpha_t, r_t: loss line search)
 
-The specification is ../shared/paper/NLCG.md, sections 2 and 3; comments "s2.k" below point at its steps.
+The specification is docs/nlcg.md, sections 2 and 3; comments "s2.k" below point at its steps.
 Every dot product is global over all variables (the sum of per-variable dot products), BN parameters
 included. Weight decay is not decoupled: it enters through the loss, so through g (``weight_decay`` is
 rejected). The step is ``opt.apply(grads, variables, loss=loss)``, where ``loss`` is the global mean loss of
@@ -30,7 +30,7 @@ State (optimizer variables, so checkpoints and Horovod broadcasts carry it): per
 "bfgs" only), g_prev, z_prev ("pr" only), d, u_prev; scalars rho, alpha (starts 1), ema, ema_ref and the
 diagnostics. That is 5 parameter-sized buffers for PR and 4 for FR with the BFGS preconditioner.
 
-Decisions (NLCG.md [choice] items and readings of the spec):
+Decisions (docs/nlcg.md [choice] items and readings of the spec, listed there in section 7):
     * s = u_prev, the real previous weight change (the authors' code uses eta_t alpha d_prev).
     * The backtrack undoes a fraction r of the previous applied step: u_t = (1 - r) eta alpha d - r u_prev;
       the stored d is not changed by it.
@@ -142,7 +142,7 @@ class NLCG(keras.optimizers.Optimizer):
             if kwargs.get(arg) is not None:
                 raise ValueError(
                     f"NLCG does not support {arg} = {kwargs[arg]!r}; valid: None (weight decay enters "
-                    "through the loss, NLCG.md s2; the harness accumulates gradients itself)"
+                    "through the loss, docs/nlcg.md s2; the harness accumulates gradients itself)"
                 )
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         _check_choice("rule", rule, RULES)
@@ -224,7 +224,7 @@ class NLCG(keras.optimizers.Optimizer):
         self._iterations.assign_add(1)  # exactly once per step
 
     def _nlcg_step(self, g, variables, loss):
-        """NLCG.md s2 steps 1-5 (with s3) on gradients ``g`` (list, aligned with ``variables``)."""
+        """docs/nlcg.md s2 steps 1-5 (with s3) on gradients ``g`` (list, aligned with ``variables``)."""
         idx = [self._get_variable_index(v) for v in variables]
         g_prev = [self._g_prev[i].value for i in idx]
         d_prev = [self._d[i].value for i in idx]

@@ -6,8 +6,7 @@ the one place that decides which runs may be averaged. Figures and claims averag
 configuration only, and never across configurations.
 
 Intervals: a mean over seeds gets a 95 % Student t interval, mean +- t(0.975, n - 1) sd / sqrt(n) (none for
-one seed); a difference of two configurations' means gets Welch's t interval. The t quantile is computed
-here (the regularized incomplete beta function, inverted by bisection) so that no SciPy is needed.
+one seed); a difference of two configurations' means gets Welch's t interval (bench.intervals, on SciPy).
 
 Diverged runs (status ``diverged``; their top-1 is NaN) are failures of their configuration: it keeps
 its seed count and divergence count, and its mean top-1 is undefined (NaN), never the mean of the seeds
@@ -20,12 +19,12 @@ import hashlib
 import json
 import math
 
-import numpy as np
 import pandas as pd
 
+from bench import config, intervals, results
 from bench.datasets import SPECS
 
-FINISHED = ("complete", "diverged")
+FINISHED = results.DONE  # runs that ended as a result
 # Fields that change no training (bench.config.NOT_TRAINING; plots reads only the results tables, so the
 # list is repeated here and tests/test_plots.py checks the two agree).
 NOT_TRAINING = ("sweep", "output_dir", "log_every_steps", "checkpoint_every_epochs", "eval_every_epochs",
@@ -39,86 +38,8 @@ TUNING_FIELDS = ("base_lr", "hparams")
 TRAIN_SIZES = {name: spec.train_size for name, spec in SPECS.items() if name != "synthetic"}
 
 
-# ---- Student t -------------------------------------------------------------------------------------
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_fraction(a, b, x) / a
-    return 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` (> 0, not necessarily whole) degrees of freedom."""
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on ``t_cdf``)."""
-    if not 0.0 < p < 1.0 or not df > 0:
-        raise ValueError(f"t_quantile(p={p}, df={df}): need 0 < p < 1 and df > 0")
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        lo, hi = hi, 2.0 * hi
-    while hi - lo > 1e-12 * hi:
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return 0.5 * (lo + hi)
-
-
-def mean_ci(values) -> tuple[float, float, int]:
-    """(mean, half-width of the 95 % Student t interval, n) of seeds' values; half-width NaN for n < 2."""
-    x = np.asarray(values, dtype=float)
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, 0
-    if n == 1:
-        return float(x[0]), math.nan, 1
-    return float(x.mean()), t_quantile(0.975, n - 1) * float(x.std(ddof=1)) / math.sqrt(n), n
-
-
-def welch(a, b) -> tuple[float, float, float]:
-    """mean(a) - mean(b) and its 95 % Welch t interval (Welch-Satterthwaite degrees of freedom)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError("Welch's interval needs at least 2 values on each side")
-    diff = float(a.mean() - b.mean())
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:
-        return diff, diff, diff
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = t_quantile(0.975, df) * math.sqrt(va + vb)
-    return diff, diff - half, diff + half
+# ---- Student t: bench.intervals (SciPy) ------------------------------------------------------------
+t_quantile, mean_ci, welch = intervals.t_quantile, intervals.mean_ci, intervals.welch
 
 
 def verdict(low: float | None, high: float | None) -> str:
@@ -135,18 +56,6 @@ def finished(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs that ended as a result (complete or diverged), the latest row of each run_id."""
     done = runs[runs.status.isin(FINISHED)]
     return done.drop_duplicates("run_id", keep="last").reset_index(drop=True)
-
-
-def _canonical(value):
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int | float | np.integer | np.floating):
-        return float(value)
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    return str(value)
 
 
 def _present(row: dict, column: str) -> bool:
@@ -170,7 +79,7 @@ def training_fields(row: dict) -> dict:
         fields["hparams"] = json.loads(row["hparams"]) if isinstance(row["hparams"], str) else row["hparams"]
     if "epochs" not in fields and "steps" not in fields:
         fields["epochs"] = budget_epochs(row)
-    return _canonical(fields)
+    return config.canonical(fields)
 
 
 def budget_epochs(row: dict) -> float:

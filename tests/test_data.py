@@ -11,14 +11,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bench import data
+from bench import data, datasets
 from bench.config import RunConfig
+from bench.data import in_memory
 
 RNG = np.random.default_rng(0)
 
 
 def cfg_for(**kw) -> RunConfig:
     return dataclasses.replace(RunConfig(), **kw)
+
+
+def test_every_dataset_has_one_reader_with_the_same_interface():
+    assert list(data.READERS) == list(datasets.NAMES)
+    for name, reader in data.READERS.items():
+        assert reader.name == name and data.reader(cfg_for(dataset=name)) is reader
+        for method in ("check", "info", "arrays", "train", "eval", "precise_bn"):
+            assert callable(getattr(reader, method)), (name, method)
+    assert (data.READERS["cifar100"].label_bytes, data.READERS["cifar100"].label_byte) == (2, 1)  # coarse, fine
+    with pytest.raises(ValueError, match="streamed"):
+        data.load_arrays(cfg_for(dataset="imagenet"), "train")
 
 
 def standardise(x: np.ndarray) -> np.ndarray:
@@ -286,7 +298,7 @@ def test_global_batch_larger_than_dataset():
     cfg = synthetic(synthetic_train_size=8192, synthetic_image_size=4)  # 98304 = 12 epochs per step
     counts = np.zeros(8192, int)
     for rank in range(8):  # the 8 ranks' shares of step 0: every example exactly 12 times
-        for indices, _ in data._train_indices(8192, 0, 8, rank, 4096, 3).take(3):
+        for indices, _ in in_memory.train_indices(8192, 0, 8, rank, 4096, 3).take(3):
             counts += np.bincount(indices.numpy(), minlength=8192)
     assert counts.min() == counts.max() == 12
     ds = data.train_dataset(cfg, workers=1, rank=0, micro_batch=4096, accumulation=24)
@@ -334,7 +346,7 @@ def test_synthetic_is_deterministic_and_learnable():
     train_x, train_y = data.load_arrays(cfg, "train")
     test_x, test_y = data.load_arrays(cfg, "test")
     assert train_x.shape == (2000, 16, 16, 1) and set(np.unique(train_y)) == set(range(10))
-    fresh = data._synthetic(16, 1, 10, 2000, "train")
+    fresh = data.synthetic.make(16, 1, 10, 2000, "train")
     np.testing.assert_array_equal(fresh[0], train_x)
     # nearest class mean on standardised images, a stand-in for "a small model beats chance (10%)"
     std = lambda a: np.stack([standardise(i) for i in a]).reshape(len(a), -1)

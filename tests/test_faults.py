@@ -156,6 +156,7 @@ def test_a_failed_results_write_on_the_chief_loses_that_run_only_and_the_next_in
     assert _by_seed(runs) == {1: ["complete"]} and "InjectedFault" in p.stdout
     assert not list((tmp_path / "results" / "toy" / "claims").glob("*.claim"))  # released all the same
     assert took < 90, took
+    print(f"results write failed: the next run's row and a clean exit in {took:.1f} s")
     again = run_cli(["sweep", path], np_=2)
     assert again.returncode == 0 and _by_seed(load_runs(tmp_path / "results" / "toy")) == {
         0: ["complete"], 1: ["complete"]}
@@ -169,6 +170,7 @@ def test_an_error_choosing_the_next_run_ends_the_group_cleanly_not_in_a_hang(tmp
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
     assert "cannot choose the next run: InjectedFault" in p.stdout and len(runs) == 0
     assert took < 60, took
+    print(f"claim_next error: the group ended in {took:.1f} s")
 
 
 @requires_horovod
@@ -181,11 +183,13 @@ def test_a_native_crash_is_a_counted_attempt_and_the_run_is_skipped_after_two(tm
     for attempt in (1, 2):  # each invocation dies with the run: no row of its own ...
         p, runs, took, path = _fault_sweep(tmp_path, fault)
         assert p.returncode != 0 and took < 90, (p.returncode, took)
+        print(f"{kind}: invocation {attempt} died in {took:.1f} s")
         # ... and the next claimant records the dead attempt, from rank 1's faulthandler report
         assert (runs.status == "crashed").sum() == attempt - 1
     p, runs, took, _ = _fault_sweep(tmp_path, fault)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert _by_seed(runs) == {0: ["crashed", "crashed"], 1: ["complete"]}, runs[["seed", "status"]]
+    print(f"{kind}: the third invocation recorded the 2nd crash, skipped the run and trained the next in {took:.1f} s")
     for error in runs[runs.status == "crashed"].error:
         assert "world rank 1" in error and signal_words in error and "faults.py" in error, error
     assert "skipping seed=0: crashed 2 time(s)" in p.stdout and "--max-crashes 3" in p.stdout
@@ -272,6 +276,7 @@ def test_an_exception_nobody_caught_aborts_the_job_with_its_message(tmp_path):
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
     assert "rank 1 aborts the job: uncaught OSError" in p.stderr and "No space left on device" in p.stderr
     assert took < 30, took
+    print(f"uncaught exception: job aborted in {took:.1f} s")
 
 
 @requires_horovod

@@ -1,4 +1,4 @@
-"""optimizers/nlcg.py against ../shared/paper/NLCG.md sections 2 and 3.
+"""optimizers/nlcg.py against docs/nlcg.md sections 2 and 3.
 
 The golden test checks the optimizer against ``ReferenceNLCG``, a NumPy float64 re-derivation of the spec
 written here on one flat parameter vector (so "global dot product" is just ``@``), sharing no code with the
@@ -62,7 +62,7 @@ def reference_table(ratio: float, alpha: float, mode: str, tau: float = 1.0) -> 
 
 
 class ReferenceNLCG:
-    """NLCG.md s2 on a flat float64 vector; ``step`` records (alpha, r, beta, bfgs_applied) per step."""
+    """docs/nlcg.md s2 on a flat float64 vector; ``step`` records (alpha, r, beta, bfgs_applied) per step."""
 
     def __init__(self, w0, rule, preconditioner, line_search, period=5, tau=1.0):
         self.w = np.array(w0, np.float64)

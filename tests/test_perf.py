@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from bench import perf_stats, project
 from bench.config import ConfigError, RunConfig
+from bench.perf import flops, projection, ratios
 from conftest import requires_horovod, run_cli
 
 # A tiny workload: 8x8 synthetic images, a 4-filter ResNet-8.
@@ -32,9 +32,9 @@ def test_flop_counter_matches_a_hand_count():
     outer = keras.Sequential([keras.Input((8, 8, 3)), inner])  # nested models are walked into
     macs = 8 * 8 * 4 * 27 + 3 * 3 * 6 * 36 + 3 * 3 * 6 * 3 + 9 * 6 * 7 + 63 * 5
     assert macs == 6912 + 1944 + 162 + 378 + 315
-    assert perf_stats.forward_flops(inner) == 2 * macs
-    assert perf_stats.forward_flops(outer) == 2 * macs
-    assert perf_stats.train_flops_per_image(outer) == 3 * 2 * macs
+    assert flops.forward_flops(inner) == 2 * macs
+    assert flops.forward_flops(outer) == 2 * macs
+    assert flops.train_flops_per_image(outer) == 3 * 2 * macs
 
 
 @pytest.mark.slow
@@ -43,18 +43,18 @@ def test_resnet50_flops_and_parameters_match_the_published_counts():
 
     model = keras.applications.ResNet50(weights=None, classes=1000)
     # He et al. 2016, table 1: ResNet-50 is 3.8 x 10^9 multiply-adds ("FLOPs") per 224x224 image
-    assert perf_stats.forward_flops(model) / 2 == pytest.approx(3.8e9, rel=0.03)
-    assert sum(int(np.prod(v.shape)) for v in model.trainable_variables) == project.RESNET50_PARAMETERS
+    assert flops.forward_flops(model) / 2 == pytest.approx(3.8e9, rel=0.03)
+    assert sum(int(np.prod(v.shape)) for v in model.trainable_variables) == projection.RESNET50_PARAMETERS
 
 
 # ------------------------------------------------------------------------------------------ intervals
 def test_ratio_interval_by_the_delta_method_by_hand():
     a, b = [10.0, 12.0, 14.0], [4.0, 5.0, 6.0]
-    mean_a, se_a, n_a = perf_stats.mean_se(a)
+    mean_a, se_a, n_a = ratios.mean_se(a)
     assert (mean_a, n_a) == (12.0, 3) and se_a == pytest.approx(2 / math.sqrt(3))
-    mean_b, se_b, n_b = perf_stats.mean_se(b)
+    mean_b, se_b, n_b = ratios.mean_se(b)
     assert (mean_b, n_b) == (5.0, 3) and se_b == pytest.approx(1 / math.sqrt(3))
-    r, (low, high) = perf_stats.ratio_interval(mean_a, se_a, n_a, mean_b, se_b, n_b)
+    r, (low, high) = ratios.ratio_interval(mean_a, se_a, n_a, mean_b, se_b, n_b)
     # relative se sqrt((1.1547/12)^2 + (0.57735/5)^2) = sqrt(0.0092593 + 0.0133333) = 0.150308;
     # half-width t_{0.975,2} x r x that = 4.302653 x 2.4 x 0.150308 = 1.552143
     assert r == pytest.approx(2.4)
@@ -63,48 +63,51 @@ def test_ratio_interval_by_the_delta_method_by_hand():
 
 def test_paired_ratio_interval_by_hand_and_drift_cancels():
     a, b = [10.0, 12.0, 14.0], [4.0, 5.0, 6.0]
-    r, (low, high) = perf_stats.paired_ratio_interval(a, b)
+    r, (low, high) = ratios.paired_ratio_interval(a, b)
     # r = 12 / 5 = 2.4; a_i - r b_i = [0.4, 0, -0.4], sd 0.4; se = 0.4 / sqrt(3) / 5 = 0.0461880;
     # half-width t_{0.975,2} x se = 4.302653 x 0.0461880 = 0.198729 (the unpaired band above: 1.55)
     assert r == pytest.approx(2.4)
     assert (low, high) == (pytest.approx(2.201271, rel=1e-5), pytest.approx(2.598729, rel=1e-5))
     # a machine twice as slow in round 2 for both sides leaves the ratio exact
-    assert perf_stats.paired_ratio_interval([2.0, 1.0], [1.0, 0.5]) == (2.0, (2.0, 2.0))
-    e = perf_stats.entry(perf_stats.side("a", "ms", a), perf_stats.side("b", "ms", b), 2.5, "<=", paired=True)
+    assert ratios.paired_ratio_interval([2.0, 1.0], [1.0, 0.5]) == (2.0, (2.0, 2.0))
+    e = ratios.entry(ratios.side("a", "ms", a), ratios.side("b", "ms", b), 2.5, "<=", paired=True)
     assert e["interval"] == "paired" and e["ci95"] == [pytest.approx(low), pytest.approx(high)]
     assert e["meets_target"] is True
     with pytest.raises(ValueError, match="same number of rounds"):
-        perf_stats.paired_ratio_interval([1.0, 2.0], [1.0])
+        ratios.paired_ratio_interval([1.0, 2.0], [1.0])
 
 
 def test_rounds_rotate_so_each_goes_first_in_turn():
-    assert [perf_stats.rotated(("a", "b", "c"), r) for r in range(4)] == [
+    from bench.perf.timing import rotated
+
+    assert [rotated(("a", "b", "c"), r) for r in range(4)] == [
         ("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b"), ("a", "b", "c")]
-    assert perf_stats.rotated(["x", "y"], 1) == ("y", "x")
+    assert rotated(["x", "y"], 1) == ("y", "x")
 
 
 def test_t_quantiles_and_a_single_sample_has_no_band():
-    assert perf_stats.t975(1) == pytest.approx(12.7062, rel=1e-5)
-    assert perf_stats.t975(9) == pytest.approx(2.26216, rel=1e-5)
-    assert perf_stats.t975(200) == pytest.approx(1.96, rel=1e-3)
-    r, band = perf_stats.ratio_interval(*perf_stats.mean_se([3.0]), *perf_stats.mean_se([2.0, 2.0]))
+    assert ratios.t975(1) == pytest.approx(12.7062, rel=1e-5)
+    assert ratios.t975(9) == pytest.approx(2.26216, rel=1e-5)
+    assert ratios.t975(200) == pytest.approx(1.97190, rel=1e-5)  # printed t tables: 1.972
+    assert math.isnan(ratios.t975(0))
+    r, band = ratios.ratio_interval(*ratios.mean_se([3.0]), *ratios.mean_se([2.0, 2.0]))
     assert r == 1.5 and all(math.isnan(x) for x in band)
 
 
 def test_entry_verdict_follows_the_direction_and_json_has_no_nan():
-    fast, slow = perf_stats.side("a", "images/s", [110, 90]), perf_stats.side("b", "images/s", [50, 50])
-    assert perf_stats.entry(fast, slow, 1.5)["meets_target"] is True
-    assert perf_stats.entry(fast, slow, 2.5)["meets_target"] is False
-    assert perf_stats.entry(fast, slow, 2.5, "<=")["meets_target"] is True
-    reported = perf_stats.entry(fast, slow, None)
+    fast, slow = ratios.side("a", "images/s", [110, 90]), ratios.side("b", "images/s", [50, 50])
+    assert ratios.entry(fast, slow, 1.5)["meets_target"] is True
+    assert ratios.entry(fast, slow, 2.5)["meets_target"] is False
+    assert ratios.entry(fast, slow, 2.5, "<=")["meets_target"] is True
+    reported = ratios.entry(fast, slow, None)
     assert reported["meets_target"] is None and reported["ratio"] == 2.0
-    one = perf_stats.finite_or_none(perf_stats.entry(perf_stats.side("a", "s", [1.0]), slow, 1.0))
+    one = ratios.finite_or_none(ratios.entry(ratios.side("a", "s", [1.0]), slow, 1.0))
     assert one["ci95"] == [None, None] and one["numerator"]["se"] is None
     json.dumps(one, allow_nan=False)
 
 
 def test_one_worker_takes_twice_the_micro_batch_of_each_of_two():
-    from bench.perf_local import one_worker_split
+    from bench.perf.timing import one_worker_split
 
     assert one_worker_split(RunConfig(global_batch=256, per_worker_batch=128)) == (256, 1)
     assert one_worker_split(RunConfig(global_batch=4096, per_worker_batch=128)) == (256, 16)
@@ -113,24 +116,25 @@ def test_one_worker_takes_twice_the_micro_batch_of_each_of_two():
 
 
 def test_perf_json_refuses_to_run_under_mpi(monkeypatch):
-    from bench import perf
+    from bench.perf import bench_json
 
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="outside mpirun"):
-        perf.bench(RunConfig(global_batch=256), ["momentum"])
+        bench_json.bench(RunConfig(global_batch=256), ["momentum"])
 
 
 # ------------------------------------------------------------------------------------------ projection
 def test_ring_allreduce_by_hand():
     # 100 MB over 4 workers at 12.5 GB/s, 5 us: 2 x 3/4 x 0.008 s + 2 x 3 x 5 us
-    assert project.ring_allreduce_s(100e6, 4, 12.5e9, 5e-6) == pytest.approx(0.012 + 3e-5)
-    assert project.ring_allreduce_s(100e6, 1, 12.5e9, 5e-6) == 0.0
-    assert project.steps() == 1760  # ceil(90 x 1,281,167 / 65,536)
+    assert projection.ring_allreduce_s(100e6, 4, 12.5e9, 5e-6) == pytest.approx(0.012 + 3e-5)
+    assert projection.ring_allreduce_s(100e6, 1, 12.5e9, 5e-6) == 0.0
+    assert projection.steps() == 1760  # ceil(90 x 1,281,167 / 65,536)
 
 
 def test_projection_adds_compute_allreduce_and_optimizer():
-    table = project.project({"momentum": 1e-9, "nlcg-fr": 4e-9}, gpus=[64, 1024], bandwidth_gbps=100,
-                            latency_us=5, images_per_s_per_gpu=1000.0, optimizer_speedup=10.0, parameters=1_000_000)
+    table = projection.project({"momentum": 1e-9, "nlcg-fr": 4e-9}, gpus=[64, 1024], bandwidth_gbps=100,
+                               latency_us=5, images_per_s_per_gpu=1000.0, optimizer_speedup=10.0,
+                               parameters=1_000_000)
     row = table[(table.optimizer == "nlcg-fr") & (table.gpus == 64)].iloc[0]
     assert row.compute_s == pytest.approx(65536 / 64 / 1000)
     assert row.allreduce_s == pytest.approx(2 * 63 / 64 * 4e6 / 12.5e9 + 2 * 63 * 5e-6)
@@ -160,7 +164,7 @@ def test_project_cli_writes_the_table_and_a_figure(tmp_path):
     rows = {(r["optimizer"], r["gpus"]): r for r in doc["rows"]}
     assert set(rows) == {("momentum", 64), ("momentum", 128), ("nlcg-fr", 64), ("nlcg-fr", 128)}
     # 1 ms per 1000 parameters on the CPU, 100x faster on the GPU, for ResNet-50's parameters
-    assert rows["momentum", 64]["optimizer_s"] == pytest.approx(project.RESNET50_PARAMETERS * 1e-6 / 100)
+    assert rows["momentum", 64]["optimizer_s"] == pytest.approx(projection.RESNET50_PARAMETERS * 1e-6 / 100)
     assert rows["nlcg-fr", 64]["hours"] > rows["momentum", 64]["hours"] > rows["momentum", 128]["hours"]
     assert "rmsprop" in p.stdout  # named as not projected: bench.json has no apply_ms for it
 
@@ -175,7 +179,7 @@ def test_project_without_bench_json_exit_2(tmp_path):
 @pytest.mark.mpi
 @pytest.mark.slow
 def test_perf_json_quick_writes_every_entry(tmp_path):
-    from bench.perf import TARGETS
+    from bench.perf.bench_json import TARGETS
 
     out = tmp_path / "bench.json"
     p = run_cli(["perf", "--json", str(out), "--quick", *TINY], timeout=900)

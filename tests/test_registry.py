@@ -23,7 +23,7 @@ def test_readme_table_lists_exactly_the_registry():
 @pytest.mark.parametrize("name", optimizers.names())
 def test_readme_row_states_every_non_keras_default(name):
     row = _readme_rows()[name]
-    for key in optimizers.REGISTRY[name][1]:
+    for key in optimizers.REGISTRY[name].defaults:
         if key == "nesterov":
             assert "Nesterov" in row
         elif name != "nlcg-pr":  # nlcg-pr's row says "as nlcg-fr"
@@ -44,6 +44,69 @@ def test_every_registry_entry_builds_with_its_defaults_and_steps(name):
 def test_unknown_hparam_names_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) rhoo .*valid: .*rho"):
         optimizers.get("rmsprop", 0.1, rhoo=0.9)
+
+
+
+# ---- each default in one place, and the resolved defaults that run ids hash ----
+
+
+def _signature_defaults(cls, skip=("learning_rate", "rule", "name")):
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not p.empty and k not in skip}
+
+
+@pytest.mark.parametrize("name", ["nlcg-fr", "nlcg-pr"])
+def test_nlcg_defaults_are_the_nlcg_signature_only(name):
+    import inspect
+
+    entry = optimizers.REGISTRY[name]
+    assert entry.defaults == _signature_defaults(optimizers.NLCG)
+    assert not [p for p in inspect.signature(entry.factory).parameters.values() if p.default is not p.empty]
+    opt = optimizers.get(name, 0.1)
+    assert opt.rule == name[-2:]
+    assert {k: getattr(opt, k) for k in entry.defaults} == entry.defaults
+
+
+def test_lars_defaults_are_the_lars_signature_only():
+    import inspect
+
+    entry = optimizers.REGISTRY["lars"]
+    signature = _signature_defaults(optimizers.LARS)
+    assert entry.defaults == {k: signature[k] for k in ("momentum", "eta", "weight_decay")}
+    assert not [p for p in inspect.signature(entry.factory).parameters.values() if p.default is not p.empty]
+
+
+def test_every_entry_is_a_named_record():
+    for entry in optimizers.REGISTRY.values():
+        assert isinstance(entry, optimizers.Entry) and callable(entry.factory)
+        assert isinstance(entry.defaults, dict) and entry.source
+
+
+# Written down before the registry became named records: every run id hashes these, so they must not move.
+RESOLVED_DEFAULTS = {
+    "lamb": {},
+    "lars": {"momentum": 0.9, "eta": 0.001, "weight_decay": 0.0},
+    "momentum": {"momentum": 0.9, "nesterov": False},
+    "nlcg-fr": {"preconditioner": "bfgs", "line_search": "step", "line_search_period": 5,
+                "line_search_threshold": 1.0},
+    "nlcg-pr": {"preconditioner": "bfgs", "line_search": "step", "line_search_period": 5,
+                "line_search_threshold": 1.0},
+    "rmsprop": {"rho": 0.9, "momentum": 0.9, "epsilon": 1.0},
+    "sgd": {},
+}
+
+
+def test_resolved_hparams_of_every_optimizer_are_unchanged():
+    from bench.config import RunConfig
+
+    resolved = {name: RunConfig(optimizer=name).resolved_hparams() for name in optimizers.names()}
+    assert resolved == RESOLVED_DEFAULTS
+    for name, want in RESOLVED_DEFAULTS.items():  # types too: 5 is not 5.0 in a hash
+        assert [(k, type(v)) for k, v in resolved[name].items()] == [(k, type(v)) for k, v in want.items()]
+    assert RunConfig(optimizer="nlcg-pr", hparams={"line_search": "online"}).resolved_hparams() == {
+        **RESOLVED_DEFAULTS["nlcg-pr"], "line_search": "online"}
 
 
 # ---- hyperparameter rules: types and ranges checked before anything is built ----
@@ -96,7 +159,7 @@ def test_every_hyperparameter_has_a_rule(name):
 def test_the_defaults_satisfy_the_rules(name):
     import inspect
 
-    factory, defaults, _ = optimizers.REGISTRY[name]
+    factory, defaults = optimizers.REGISTRY[name].factory, optimizers.REGISTRY[name].defaults
     for cls in {factory, type(factory(1.0)).__init__}:  # the factory's own defaults and the class's
         for key, p in inspect.signature(cls).parameters.items():
             if key in optimizers.HPARAM_RULES[name] and p.default is not p.empty:

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from bench import results
+from bench import atomic, results
 from conftest import ROOT
 
 
@@ -288,7 +288,7 @@ def _refuse_directory_fsync(monkeypatch, code):
 @pytest.mark.parametrize("code", sorted({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}),
                          ids=errno.errorcode.get)  # ENOTSUP is EOPNOTSUPP on Linux
 def test_a_folder_the_file_system_cannot_fsync_is_written_with_one_warning(tmp_path, monkeypatch, code):
-    monkeypatch.setattr(results, "_refused_dir_fsync", None, raising=False)  # not yet said in this process
+    monkeypatch.setattr(atomic, "_refused_dir_fsync", None, raising=False)  # not yet said in this process
     _refuse_directory_fsync(monkeypatch, code)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,19 +1,22 @@
-"""The multi-process half of ``bench perf --json``: child processes, launched by the parent, that time one
-thing each and print one JSON line (``MARKER {...}``, rank 0 only).
+"""The child processes of ``bench perf --json``, launched by the parent, each timing one thing and printing
+one JSON line (``MARKER {...}``, rank 0 only).
 
-``python -m bench perf-child MODE --config-json FILE ...`` (a hidden subcommand, so that a child starts as
-every ``python -m bench`` process does; under ``mpirun -np N`` for several workers):
+``python -m bench.perf.children MODE --config-json FILE ...`` (under ``mpirun -np N`` for several workers;
+it sets up its environment as ``python -m bench`` does, before TensorFlow starts):
 
-- ``throughput``: the harness's train step (``bench.perf._setup``: make_train_step fed by train_dataset)
-  after warm-up, ``--steps`` steps; with several workers also the gradient allreduce alone (one grouped
-  Horovod allreduce of the model's gradient shapes), each step followed by one allreduce. ``--no-sync``:
-  every rank trains its share as a world of one (no collective), Horovod and MPI running as in the job.
-- ``memory``: ONE step of the harness's train step at ``--global-batch`` in micro-batches of ``--micro``
-  (accumulation), then the process's peak resident memory (VmHWM of /proc/self/status).
-- ``optimizers``: the per-optimizer table of ``bench.perf.run``.
+- ``throughput``: the harness's train step (``bench.perf.timing.setup``: make_train_step fed by
+  train_dataset) after warm-up, ``--steps`` steps; with several workers also the gradient allreduce alone
+  (one grouped Horovod allreduce of the model's gradient shapes), each step followed by one allreduce.
+  ``--no-sync``: every rank trains its share as a world of one (no collective), Horovod and MPI running as
+  in the job.
+- ``memory``: ONE step of the harness's train step at the config's global batch in micro-batches of its
+  ``per_worker_batch`` (accumulation), then the process's peak resident memory (VmHWM of /proc/self/status).
+- ``optimizers``: the per-optimizer table of ``bench.perf.optimizer_table.run``.
 
 Each child calls ``bench.distributed.init`` before anything touches TensorFlow's runtime (it sets the
-thread pools, which cannot change after that), then reads the config.
+thread pools, which cannot change after that), then reads the config. TensorFlow is imported inside the
+child-side functions, not at the top: ``__main__`` below sets the environment TensorFlow reads when it
+starts, so nothing may import it before.
 
 Parent side: ``launch`` runs a child with the harness's launch line (``bench.environment.relaunch_command``);
 ``scaling`` rotates ``mpirun -np 2``, ``-np 1``, a pair of plain 1-thread throughput children
@@ -26,23 +29,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from bench.environment import relaunch_command
+from bench import environment
+from bench.environment import mpi_defaults, quiet_tensorflow, relaunch_command, share_cores, under_mpi
 
+MODULE = "bench.perf.children"  # how a child starts: python -m MODULE
 MARKER = "BENCH_PERF_CHILD"
 MEMORY_MICRO = 256  # images per micro-batch of the memory entry
 MEMORY_WIDTH = 4  # base filters of the CIFAR ResNets in the memory entry: 384 micro-steps must fit the time
 CHILD_TIMEOUT_S = 900
-ROOT = Path(__file__).resolve().parent.parent  # children start here, as `python -m bench` does
+ROOT = Path(__file__).resolve().parents[2]  # children start here, as `python -m bench` does
 
 
 # ------------------------------------------------------------------------------------------ child side
@@ -56,80 +59,86 @@ def _peak_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
-def _throughput(cfg, world, steps: int, warmup: int, no_sync: bool = False) -> dict:
-    from bench import data, distributed, perf
+def _split(cfg, world):
+    """(info, micro_batch, accumulation) of ``cfg`` over ``world``'s workers."""
+    from bench import data, distributed
 
-    info = data.info(cfg)
-    micro, accumulation = distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch)
+    return (data.info(cfg), *distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch))
+
+
+def _throughput(cfg, world, steps: int, warmup: int, no_sync: bool = False) -> dict:
+    """Seconds of ``steps`` train steps (``step_s``) and, on several workers, of one gradient allreduce after
+    each (``allreduce_s``); images/s is global (the global batch over the mean step)."""
+    from bench.perf.timing import gc_off, setup, timed
+
+    info, micro, accumulation = _split(cfg, world)
     if no_sync:  # Horovod and MPI up on every rank, but each trains its share alone: no collective per step
         return _throughput_no_sync(cfg, world, micro, accumulation, info, steps, warmup)
-    step, _, allreduce = perf._setup(cfg, world, micro, accumulation, info)
-    perf._timed(step, warmup)
+    t = setup(cfg, world, micro, accumulation, info)
+    timed(t.step, warmup)
     if world.size > 1:
-        perf._timed(allreduce, warmup)
+        timed(t.allreduce, warmup)
     step_s, allreduce_s = [], []
-    gc.collect()
-    gc.disable()
-    try:
+    with gc_off():
         for _ in range(steps):
-            step_s += perf._timed(step, 1)
+            step_s += timed(t.step, 1)
             if world.size > 1:
-                allreduce_s += perf._timed(allreduce, 1)
-    finally:
-        gc.enable()
-    return {"workers": world.size, "threads": int(os.environ.get("BENCH_THREADS", "0")), "micro_batch": micro,
-            "accumulation": accumulation, "global_batch": cfg.global_batch, "step_s": step_s,
-            "allreduce_s": allreduce_s, "images_per_s": cfg.global_batch * len(step_s) / sum(step_s)}
+                allreduce_s += timed(t.allreduce, 1)
+    return _sides(cfg, world, micro, accumulation, step_s, allreduce_s=allreduce_s,
+                  images_per_s=cfg.global_batch * len(step_s) / sum(step_s))
 
 
 def _throughput_no_sync(cfg, world, micro, accumulation, info, steps: int, warmup: int) -> dict:
     """Each rank times the harness step on its share of the global batch as a world of one (no allreduce,
     no wait for the other rank) while Horovod's background thread and MPI run as in a real job; images/s
     summed over the ranks (gathered over MPI)."""
-    from bench import distributed, perf
+    from bench import distributed
+    from bench.perf.timing import gc_off, setup, timed
 
-    step, _, _ = perf._setup(cfg, distributed.World(), micro, accumulation, info)
-    perf._timed(step, warmup)
+    step = setup(cfg, distributed.World(), micro, accumulation, info).step
+    timed(step, warmup)
     if world.comm is not None:
         world.comm.Barrier()  # every rank starts timing together
-    gc.collect()
-    gc.disable()
-    try:
-        step_s = perf._timed(step, steps)
-    finally:
-        gc.enable()
+    with gc_off():
+        step_s = timed(step, steps)
     mine = micro * accumulation * len(step_s) / sum(step_s)
     ranks = world.comm.gather(mine, root=0) if world.comm is not None else [mine]
-    return {"workers": world.size, "threads": int(os.environ.get("BENCH_THREADS", "0")), "micro_batch": micro,
-            "accumulation": accumulation, "global_batch": cfg.global_batch, "step_s": step_s, "allreduce_s": [],
-            "images_per_s": sum(ranks) if world.is_chief else mine, "per_rank": ranks, "no_sync": True}
+    return _sides(cfg, world, micro, accumulation, step_s, allreduce_s=[],
+                  images_per_s=sum(ranks) if world.is_chief else mine, per_rank=ranks, no_sync=True)
+
+
+def _sides(cfg, world, micro: int, accumulation: int, step_s: list[float], **measured) -> dict:
+    """A throughput child's JSON: the split it ran, its step times (s) and ``measured``."""
+    return {"workers": world.size, "threads": environment.threads(), "micro_batch": micro,
+            "accumulation": accumulation, "global_batch": cfg.global_batch, "step_s": step_s, **measured}
 
 
 def _memory(cfg, world) -> dict:
-    from bench import data, distributed, perf
+    """Peak resident memory (KiB) before and after ONE train step of ``cfg``, and the step's seconds."""
+    from bench.perf.timing import setup, timed
 
-    info = data.info(cfg)
-    micro, accumulation = distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch)
-    step, _, _ = perf._setup(cfg, world, micro, accumulation, info)
+    info, micro, accumulation = _split(cfg, world)
+    step = setup(cfg, world, micro, accumulation, info).step
     before = _peak_kib()
-    t0 = time.perf_counter()
-    perf._timed(step, 1)
+    step_s = timed(step, 1)[0]
     return {"global_batch": cfg.global_batch, "micro_batch": micro, "accumulation": accumulation,
             "width": cfg.width, "model": cfg.model, "peak_kib": _peak_kib(), "peak_before_step_kib": before,
-            "step_s": time.perf_counter() - t0}
+            "step_s": step_s}
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.perf_child", description=__doc__.splitlines()[0])
+    """One child: time the MODE of ``argv`` and print its JSON after ``MARKER`` (rank 0 only)."""
+    from bench.perf.timing import WARMUP_STEPS
+
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=["throughput", "memory", "optimizers"])
     p.add_argument("--config-json", required=True, help="RunConfig.to_dict() as JSON")
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=WARMUP_STEPS)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--optimizers", default="momentum,nlcg-fr")
     p.add_argument("--no-sync", action="store_true", help="throughput: every rank alone, no collective per step")
     args = p.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from bench import config, distributed
 
     world = distributed.init()  # first: the thread pools cannot change once TF's runtime has started
@@ -139,31 +148,48 @@ def main(argv=None) -> int:
     elif args.mode == "memory":
         out = _memory(cfg, world)
     else:
-        from bench import perf
+        from bench.perf.optimizer_table import run
 
-        table = perf.run(cfg, args.optimizers.split(","), args.steps, args.rounds, world)
-        out = {"rows": table.to_dict(orient="records")}
+        out = {"rows": run(cfg, args.optimizers.split(","), args.steps, args.rounds, world).to_dict(orient="records")}
     if world.is_chief:
         print(f"{MARKER} {json.dumps(out)}", flush=True)
     return 0
 
 
+def _main_or_abort(argv=None) -> int:
+    """``main``; under MPI, an exception that escapes it aborts the whole job (bench.distributed.abort, exit
+    1) after printing it, as ``python -m bench`` does: a peer left waiting in a collective would hang until
+    the parent's timeout."""
+    try:
+        return main(argv)
+    except Exception as e:
+        if not under_mpi():
+            raise
+        traceback.print_exc()
+        from bench.distributed import abort
+
+        abort(f"perf child: uncaught {type(e).__name__}: {e}")
+        return 1
+
+
 # ------------------------------------------------------------------------------------------ parent side
 def _env() -> dict:
-    env = dict(os.environ)
-    if env.get("BENCH_THREADS_SET_BY") == "bench":  # the parent's share of the cores, not the child's
-        for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "BENCH_THREADS_SET_BY"):
+    """The children's environment: this process's, without the share of the cores that this process was
+    given (a child computes its own: share_cores), Open MPI allowed to run as root."""
+    env = environment.child_environment()
+    if env.get(environment.THREADS_SET_BY) == "bench":  # the parent's share of the cores, not the child's
+        for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", environment.THREADS_SET_BY):
             env.pop(var, None)
-    env.pop("BENCH_THREADS", None)
+    env.pop(environment.THREADS, None)
     # Open MPI refuses to run as root unless told (containers and CI run as root).
     return {**env, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
             "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2")}
 
 
 def _command(workers: int, mode: str, path: Path, args: tuple, mpi: bool) -> list[str]:
-    argv = ["perf-child", mode, "--config-json", str(path), *args]
+    argv = [mode, "--config-json", str(path), *args]
     # the harness's own launch line (bench.environment), so that its mpirun options apply here too
-    return relaunch_command(argv, workers, 1) if mpi else [sys.executable, "-m", "bench", *argv]
+    return relaunch_command(argv, workers, 1, module=MODULE) if mpi else [sys.executable, "-m", MODULE, *argv]
 
 
 def _result(p, mode: str, workers: int, stdout: str, stderr: str) -> dict:
@@ -215,10 +241,9 @@ def scaling(cfg, rounds: int, steps: int, warmup: int = 3) -> dict:
     Horovod up but no collective per step), rotating which goes first.
 
     The one worker runs twice the micro-batch of each of the two, with the same accumulation
-    (``bench.perf_local.one_worker_split``). Returns the children's outputs per side (the ceiling's per
+    (``bench.perf.timing.one_worker_split``). Returns the children's outputs per side (the ceiling's per
     round: both processes' images/s summed)."""
-    from bench.perf_local import one_worker_split
-    from bench.perf_stats import rotated
+    from bench.perf.timing import one_worker_split, rotated
 
     micro1, _ = one_worker_split(cfg)
     sides = {2: cfg, 1: replace(cfg, per_worker_batch=micro1)}
@@ -247,10 +272,15 @@ def memory(cfg, batches: tuple[int, ...], micro: int = MEMORY_MICRO, width: int 
 
 
 def optimizers(cfg, names: list[str], steps: int, rounds: int, workers: int = 2) -> list[dict]:
-    """The per-optimizer table (``bench.perf.run``) on ``workers`` Horovod workers; one dict per row."""
+    """The per-optimizer table (``bench.perf.optimizer_table.run``) on ``workers`` Horovod workers; one dict
+    per row."""
     return launch(workers, "optimizers", cfg, "--optimizers", ",".join(names), "--steps", str(steps),
                   "--rounds", str(rounds))["rows"]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # as bench.__main__ does first: these variables are read once, when TensorFlow and MPI start
+    quiet_tensorflow()
+    mpi_defaults()
+    share_cores()
+    sys.exit(_main_or_abort())

@@ -1,8 +1,10 @@
-"""The in-process half of ``bench perf --json``: four things timed in interleaved rounds in one process
-(one worker, every core): the harness's train step, a bare training loop, the input pipeline alone, and a
-large matmul (the machine's fp32 peak). Each round times one block of each, so machine noise hits all four.
+"""The in-process comparisons of ``bench perf --json``: four things timed in interleaved rounds in one
+process (one worker, every core): the harness's train step, a bare training loop, the input pipeline
+alone, and a large matmul (the machine's fp32 peak). Each round times one block of each, so machine noise
+hits all four. Also the machine's memory copy bandwidth, for bench.json's ``machine`` block.
 
-- harness: ``bench.train.make_train_step`` (world size 1) fed by ``bench.data.train_dataset``, momentum.
+- harness: ``bench.train.make_train_step`` (world size 1) fed by ``bench.data.train_dataset``, momentum
+  (bench.perf.timing.setup).
 - bare: the same model (``bench.models.build``, same seed), batch, loss (cross-entropy + L2 on the same
   weights) and optimizer (Keras SGD with momentum 0.9), written here as a plain tf.function on one fixed
   batch already in memory: no tf.data, no Horovod, no schedule, no diagnostics.
@@ -12,17 +14,17 @@ large matmul (the machine's fp32 peak). Each round times one block of each, so m
 
 from __future__ import annotations
 
-import gc
-import time
+import math
 from dataclasses import replace
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-import optimizers
-from bench import data, distributed, models, perf_stats, schedule, train
+from bench import data, distributed, models, schedule
 from bench.config import RunConfig
+from bench.perf.flops import train_flops_per_image
+from bench.perf.timing import WARMUP_STEPS, gc_off, one_worker_split, rotated, setup, timed
 
 MATMUL_N = 2048
 MATMUL_BEST_OF = 3
@@ -30,31 +32,14 @@ PIPELINE_BATCHES = 200  # micro-batches of a pipeline block (at least): it runs 
 PIPELINE_DRAIN = 64  # untimed pulls before a pipeline block: what it prefetched while the others ran
 
 
-def _sync(out) -> None:
-    float(np.asarray(out[0] if isinstance(out, tuple) else out))  # the host waits for the result
-
-
 def _block(fn, n: int) -> float:
     """Seconds for ``n`` calls of ``fn``, each waited for."""
-    t0 = time.perf_counter()
-    for _ in range(n):
-        _sync(fn())
-    return time.perf_counter() - t0
-
-
-def one_worker_split(cfg: RunConfig) -> tuple[int, int]:
-    """(micro_batch, accumulation) of ONE worker doing the global batch: twice the micro-batch of each of
-    two workers, the same accumulation (for batch 256: one pass of 256). It is the best one worker can do
-    with the memory two use, so the scaling entry compares two workers with the strongest one.
-    Raises ConfigError when the batch does not split over two workers."""
-    micro2, accumulation = distributed.split_batch(cfg.global_batch, 2, cfg.per_worker_batch)
-    return 2 * micro2, accumulation
+    return math.fsum(timed(fn, n))
 
 
 def _bare_step(cfg: RunConfig, info, micro: int, accumulation: int, batch):
     """The bare loop's step: a tf.function() -> loss on one fixed micro-batch, accumulated like the harness."""
-    keras.utils.set_random_seed(cfg.seed)
-    model = models.build(cfg.model, info.image_shape, info.num_classes, cfg.width, cfg.bn_momentum)
+    model = models.seeded(cfg, info)
     variables, decayed = model.trainable_variables, models.decayed_weights(model)
     opt = keras.optimizers.SGD(learning_rate=schedule.peak_lr(cfg.base_lr, cfg.global_batch, cfg.reference_batch),
                                momentum=0.9)
@@ -85,18 +70,6 @@ def _bare_step(cfg: RunConfig, info, micro: int, accumulation: int, batch):
     return step, model
 
 
-def _harness_step(cfg: RunConfig, info, micro: int, accumulation: int):
-    world = distributed.World()  # one worker: the train step has no collective
-    keras.utils.set_random_seed(cfg.seed)
-    model = models.build(cfg.model, info.image_shape, info.num_classes, cfg.width, cfg.bn_momentum)
-    lr = schedule.from_config(cfg, 1000)
-    opt = optimizers.get("momentum", lr)
-    opt.build(model.trainable_variables)
-    it = iter(data.train_dataset(cfg, workers=1, rank=0, micro_batch=micro, accumulation=accumulation))
-    step = train.make_train_step(model, opt, lr, cfg, world, accumulation, info.num_classes)
-    return (lambda: step(it)), model
-
-
 def _pipeline(cfg: RunConfig, micro: int, accumulation: int):
     it = iter(data.train_dataset(cfg, workers=1, rank=0, micro_batch=micro, accumulation=accumulation))
 
@@ -119,7 +92,7 @@ def _matmul(n: int):
     return mm
 
 
-def run(cfg: RunConfig, rounds: int, steps: int, warmup: int = 3, matmul_n: int = MATMUL_N,
+def run(cfg: RunConfig, rounds: int, steps: int, warmup: int = WARMUP_STEPS, matmul_n: int = MATMUL_N,
         matmul_best_of: int = MATMUL_BEST_OF) -> dict:
     """Time harness, bare loop, pipeline and matmul in ``rounds`` interleaved rounds of ``steps`` steps
     (the pipeline: at least ``PIPELINE_BATCHES`` micro-batches). Returns per-round samples:
@@ -130,30 +103,34 @@ def run(cfg: RunConfig, rounds: int, steps: int, warmup: int = 3, matmul_n: int 
     info = data.info(cfg)
     micro, accumulation = one_worker_split(cfg)
     images_per_step = micro * accumulation
-    harness, model = _harness_step(cfg, info, micro, accumulation)
+    harness = setup(cfg, distributed.World(), micro, accumulation, info)  # one worker: no collective
+    model = harness.model
     batch = next(iter(data.train_dataset(cfg, workers=1, rank=0, micro_batch=micro, accumulation=1)))
     batch = (tf.identity(batch[0]), tf.identity(batch[1]))
     bare, _ = _bare_step(cfg, info, micro, accumulation, batch)
     pull = _pipeline(cfg, micro, accumulation)
     mm = _matmul(matmul_n)
     pipeline_n = max(PIPELINE_BATCHES, steps * accumulation)
-    for fn in (harness, bare, pull, mm):  # compile and warm up
-        _block(fn, warmup)
-    timed = {"harness": harness, "bare": bare}
+    for fn in (harness.step, bare, pull, mm):  # compile and warm up
+        timed(fn, warmup)
+    sides = {"harness": harness.step, "bare": bare}
     out = {"harness": [], "bare": [], "pipeline": [], "matmul": []}
-    gc.collect()
-    gc.disable()  # as timeit: a collection of the graphs built above would land in a timed block
-    try:
+    with gc_off():
         for r in range(rounds):
-            for name in perf_stats.rotated(list(timed), r):  # alternate which goes first
-                out[name].append(images_per_step * steps / _block(timed[name], steps))
-            _block(pull, PIPELINE_DRAIN)  # empty what the pipeline prefetched while the others ran
+            for name in rotated(list(sides), r):  # alternate which goes first
+                out[name].append(images_per_step * steps / _block(sides[name], steps))
+            timed(pull, PIPELINE_DRAIN)  # empty what the pipeline prefetched while the others ran
             out["pipeline"].append(micro * pipeline_n / _block(pull, pipeline_n))
-            out["matmul"].append(2 * matmul_n**3 / min(_block(mm, 1) for _ in range(matmul_best_of)))
-    finally:
-        gc.enable()
-    return {**out, "train_flops_per_image": perf_stats.train_flops_per_image(model),
+            out["matmul"].append(2 * matmul_n**3 / min(timed(mm, matmul_best_of)))
+    return {**out, "train_flops_per_image": train_flops_per_image(model),
             "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
             "micro_batch": micro, "accumulation": accumulation, "images_per_step": images_per_step,
             "steps_per_round": steps, "pipeline_micro_batches_per_round": pipeline_n, "matmul_n": matmul_n}
 
+
+def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
+    """Copy bandwidth of this machine (GB/s): best of ``repeats`` numpy copies of ``megabytes`` MiB, counting
+    read + write bytes. The per-parameter optimizer cost scales with it in ``bench project``."""
+    src = np.ones(megabytes * 2**20 // 8)
+    dst = np.empty_like(src)
+    return 2 * src.nbytes / min(timed(lambda: np.copyto(dst, src), repeats)) / 1e9

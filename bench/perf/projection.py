@@ -175,7 +175,7 @@ def write_projection(args) -> list[Path]:
         "images_per_s_per_gpu": args.images_per_s_per_gpu, "bandwidth_gbps": args.bandwidth_gbps,
         "latency_us": args.latency_us, "optimizer_speedup": speedup, "cpu_memory_bandwidth_gbs": cpu_gbs,
         "apply_s_per_parameter_measured": per_param, "bench_json": str(path), "bench_when": bench.get("when"),
-        "step_model": "compute + ring allreduce + optimizer, no overlap (bench/project.py)",
+        "step_model": "compute + ring allreduce + optimizer, no overlap (bench/perf/projection.py)",
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
