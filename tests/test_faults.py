@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bench import claims
 from bench.results import load_runs
 from conftest import PYTHON, ROOT, mpirun, requires_horovod, run_cli
 
@@ -232,9 +233,12 @@ def test_a_claim_taken_over_mid_run_stops_the_run_on_every_rank_and_leaves_the_n
             time.sleep(0.05)
         time.sleep(2.0)  # training by now
         [claim] = list(claims_dir.glob("*.claim"))
-        theirs = {**json.loads(claim.read_text()), "host": "elsewhere", "pid": 1, "token": "theirs",
-                  "heartbeat": time.time() + 3600}  # a live owner elsewhere
-        claim.write_text(json.dumps(theirs))
+        # a takeover by a live owner elsewhere, made as claims.claim makes one: under the claims folder's lock
+        # (without it, our owner's heartbeat, already past its token check, could overwrite it)
+        with claims._locked(claims_dir):
+            theirs = {**json.loads(claim.read_text()), "host": "elsewhere", "pid": 1, "token": "theirs",
+                      "heartbeat": time.time() + 3600}
+            claim.write_text(json.dumps(theirs))
         taken = time.perf_counter()
         out, err = proc.communicate(timeout=120)
     finally:
