@@ -15,6 +15,7 @@ the trainer offsets by rank, and the ranks would then disagree on the global bat
 
 from __future__ import annotations
 
+import abc
 import functools
 
 import numpy as np
@@ -132,25 +133,25 @@ def _batches(indices: tf.data.Dataset, arrays: tuple[np.ndarray, np.ndarray], au
     return _with_threads(indices.map(make, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE))
 
 
-class InMemory:
+class InMemory(abc.ABC):
     """The Reader interface (bench.data.common.Reader) of a data set held in memory. A subclass says what
     identifies the arrays of a split (``source``), how to read them (``read``) and what the files hold
     (``native_info``); this class applies ``validation_size`` and ``image_size`` and builds the streams."""
 
     name: str
 
+    @abc.abstractmethod
     def source(self, cfg: RunConfig, split: str) -> tuple:
         """A hashable key of the files' own "train" or "test" split: the files' stamps, or a generator's
         arguments; raises DataError for missing files."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read(self, source: tuple) -> tuple[np.ndarray, np.ndarray]:
         """Images uint8 [N, H, W, C] and labels int32 [N] of a ``source``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def native_info(self, cfg: RunConfig) -> DatasetInfo:
         """The files' own shapes and sizes (without reading the pixels)."""
-        raise NotImplementedError
 
     def info(self, cfg: RunConfig) -> DatasetInfo:
         """``native_info`` with ``image_size`` and ``validation_size`` applied (DataError if the latter does
