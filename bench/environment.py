@@ -150,15 +150,6 @@ def node_local_rank(environ=os.environ, *, horovod_local_rank: int) -> int:
     return horovod_local_rank
 
 
-def job_name(environ=os.environ) -> str:
-    """The launcher's name for this job, when it has one (PMIx namespace, Slurm job and step), else ""."""
-    if environ.get("PMIX_NAMESPACE"):
-        return environ["PMIX_NAMESPACE"]
-    if environ.get("SLURM_JOB_ID"):
-        return f"slurm-{environ['SLURM_JOB_ID']}.{environ.get('SLURM_STEP_ID', '')}"
-    return ""
-
-
 def child_environment(**extra: str) -> dict:
     """A copy of this process's environment for a child process, with ``extra`` set."""
     return {**os.environ, **extra}
