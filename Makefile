@@ -119,7 +119,8 @@ slurm-sweep:
 	echo "submitted job array $$job: $(JOBS) job(s) x $(TASKS) task(s) on $(SWEEP) $(if $(PACK),--pack $(PACK),(pack: the file's [launch]))" && \
 	echo "  queue:   squeue -j $$job" && \
 	echo "  logs:    tail -f slurm-bench-sweep-$${job}_*.out" && \
-	echo "  runs:    $(PY) -m bench sweep $(SWEEP) $(if $(PACK),--workers $$(( $(TASKS) / $(PACK) )) --pack $(PACK)) --dry-run" && \
+	pack=$(if $(PACK),$(PACK),$$($(PY) -c "import sys; from bench.grid import load; print(load(sys.argv[1]).launch.get('pack', 1))" $(SWEEP) 2>/dev/null)) && \
+	echo "  runs:    $(PY) -m bench sweep $(SWEEP) --workers $$(( $(TASKS) / $${pack:-1} )) --pack $${pack:-1} --dry-run" && \
 	echo "  cancel:  scancel $$job"
 
 clean:

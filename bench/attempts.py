@@ -77,7 +77,7 @@ def crash_row(cfg: RunConfig, workers: int, previous: dict, text: str) -> dict:
     """The runs-table row of a dead attempt: what the claim and the config say (no measurements)."""
     started = previous.get("claimed_at")
     return {
-        "run_id": cfg.run_id(workers), "config_id": cfg.config_id(workers), "sweep": cfg.sweep,
+        **cfg.ids(workers), "sweep": cfg.sweep,  # run_id, config_id, id_version, data_check
         "status": "crashed", "error": text, "optimizer": cfg.optimizer,
         "hparams": json.dumps(cfg.resolved_hparams(), sort_keys=True), "dataset": cfg.dataset,
         "model": cfg.model, "global_batch": cfg.global_batch, "workers": workers, "seed": cfg.seed,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.datasets import NAMES as DATASETS
+from bench.datasets import SPECS, data_check
 
 MODELS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50")
 
@@ -76,15 +77,22 @@ class RunConfig:
 
     # evaluation and logging
     eval_every_epochs: float = 1.0  # 0: only at the end
-    eval_batch: int = 1000
+    eval_batch: int = 1000  # images per rank and batch of evaluation (changes no result: not in the run id)
     bn_eval: str = "precise"  # BN statistics for evaluation: "precise" (recomputed) or "moving" (the EMAs)
     precise_bn_images: int = 8192  # training images (all ranks together) that "precise" recomputes them from
+    precise_bn_batch: int = 1000  # PreciseBN's batch per rank: min(per_worker_batch, this); in the run id
     eval_ema: bool = False  # evaluate an exponential moving average of the weights (authors' CIFAR code)
     ema_decay: float = 0.9999  # its decay, warmed up as min(decay, (1 + t) / (10 + t)) like TF1's
     log_every_steps: int = 1  # one history row every N steps
     target_top1: float = 0.0  # steps_to_target / time_to_target_s: first eval reaching it (0: none)
     checkpoint_every_epochs: float = 0.0  # save the run's state this often, resume from it (0: never)
     seed: int = 0
+
+    # numerics and compilation (docs/speed.md, docs/nlcg.md section 9): weights, optimizer state and every
+    # optimizer computation stay float32 in every precision; logits and the loss are float32
+    precision: str = "float32"  # Keras dtype policy of the model: float32, mixed_bfloat16, mixed_float16
+    jit_compile: bool = False  # XLA-compile each micro-step's forward + backward (the collective stays outside)
+    allreduce_compression: str = "none"  # "fp16": gradients cross the wire as float16 (Horovod), the loss not
 
     # ------------------------------------------------------------------ derived
     def to_dict(self) -> dict:
@@ -99,33 +107,37 @@ class RunConfig:
         return {**optimizers.REGISTRY[self.optimizer].defaults, **self.hparams}
 
     def training_fields(self, workers: int) -> dict:
-        """Everything that changes the result, canonical: the resolved hyperparameters, numbers as floats
-        (1 and 1.0 are the same), the workers (BN statistics are per worker); not where results go, how
-        often they are logged or evaluated, the target, or the checkpoint cadence."""
-        d = {k: v for k, v in self.to_dict().items() if k not in NOT_TRAINING}
-        d["hparams"] = self.resolved_hparams()
-        d["workers"] = workers
-        return canonical(d)
+        """Everything that changes the result, canonical (``identity``): the resolved hyperparameters, the
+        workers, the data's identity (not its folder)."""
+        return identity(self.to_dict(), workers, hparams=self.resolved_hparams())
 
     def run_id(self, workers: int) -> str:
         """Hash of ``training_fields``: same training and evaluation, same id."""
-        return _hash(self.training_fields(workers))
+        return hash_fields(self.training_fields(workers))
 
     def config_id(self, workers: int) -> str:
         """``run_id`` without the seed: the runs of one configuration (its seeds) share it."""
-        d = self.training_fields(workers)
-        d.pop("seed")
-        return _hash(d)
+        return config_hash(self.training_fields(workers))
+
+    def ids(self, workers: int) -> dict:
+        """The identity columns of this run's rows: run_id, config_id, id_version, data_check."""
+        check = data_check(self.dataset, self.data_dir)
+        fields = identity(self.to_dict(), workers, hparams=self.resolved_hparams(), data=check)
+        return {"run_id": hash_fields(fields), "config_id": config_hash(fields), "id_version": ID_VERSION,
+                "data_check": check}
 
     @property
     def results_dir(self) -> Path:
         return Path(self.output_dir) / self.sweep
 
 
-# Fields that change neither training nor the reported result (where, how often, what target).
-NOT_TRAINING = ("sweep", "output_dir", "log_every_steps", "checkpoint_every_epochs", "eval_every_epochs",
-                "eval_batch", "target_top1")
+# Fields that change neither training nor the reported result (where, how often, what target). data_dir says
+# only where the data is: what the data is enters the identity as ``data`` (bench.datasets.data_check).
+NOT_TRAINING = ("sweep", "output_dir", "data_dir", "log_every_steps", "checkpoint_every_epochs",
+                "eval_every_epochs", "eval_batch", "target_top1")
 BN_EVAL = ("precise", "moving")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
+COMPRESSIONS = ("none", "fp16")  # Horovod's gradient compression (hvd.Compression.none / .fp16)
 
 
 def canonical(value):
@@ -142,12 +154,69 @@ def canonical(value):
     return str(value)
 
 
-def _hash(d: dict) -> str:
+def hash_fields(d: dict) -> str:
+    """The 16 hex digits of a run id: SHA-256 of the canonical fields as sorted JSON."""
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_hash(fields: dict) -> str:
+    """``hash_fields`` without the seed: the id the seeds of one configuration share."""
+    return hash_fields({k: v for k, v in fields.items() if k != "seed"})
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 _TYPES = typing.get_type_hints(RunConfig)
+_DEFAULTS = RunConfig().to_dict()
+ID_VERSION = 2  # the rule of ``identity``; rows without an id_version were written under rule 1 (bench.results)
+SYNTHETIC_FIELDS = tuple(k for k in FIELDS if k.startswith("synthetic_"))
+
+
+def identity(values: dict, workers: int | None, *, hparams: dict | None = None, data: str | None = None) -> dict:
+    """What run_id and config_id hash: the fields of a run that change its training or its reported result,
+    canonical (rule ID_VERSION). ``values`` is a config dict: ``RunConfig.to_dict()``, or a runs row's
+    ``config`` JSON, which may predate some fields (a missing one takes its default, and precise_bn_batch the
+    row's eval_batch, which set PreciseBN's batch before it existed; fields since removed are ignored).
+
+    Left out, because the run never reads them: NOT_TRAINING; the synthetic_* fields unless the data set is
+    synthetic; image_size and validation_size for imagenet (streamed); width and bn_momentum for resnet50
+    (keras.applications builds its own layers); precise_bn_* unless bn_eval is "precise"; ema_decay unless
+    eval_ema. Values that train alike are written alike: image_size at the native side is 0 (nothing is
+    resampled), precise_bn_batch is the batch PreciseBN runs, min(per_worker_batch, precise_bn_batch).
+    The data enter by what they are, not where: the data set's shape, classes and split sizes, and ``data``
+    (default: bench.datasets.data_check of the config's folder; synthetic: its config fields). ``hparams``:
+    the resolved hyperparameters (default: the registry's defaults under ``values``' hparams).
+    """
+    d = {**_DEFAULTS, "precise_bn_batch": values.get("eval_batch", _DEFAULTS["eval_batch"])}
+    d.update({k: v for k, v in values.items() if k in FIELDS})
+    left_out = set(NOT_TRAINING)
+    if d["dataset"] != "synthetic":
+        left_out |= set(SYNTHETIC_FIELDS)
+    if d["dataset"] == "imagenet":
+        left_out |= {"image_size", "validation_size"}
+    if d["model"] == "resnet50":
+        left_out |= {"width", "bn_momentum"}
+    if d["bn_eval"] != "precise":
+        left_out |= {"precise_bn_images", "precise_bn_batch"}
+    if not d["eval_ema"]:
+        left_out.add("ema_decay")
+    spec = SPECS.get(d["dataset"])
+    native = d["synthetic_image_size"] if d["dataset"] == "synthetic" or spec is None else spec.image_shape[0]
+    if d["image_size"] == native:
+        d["image_size"] = 0
+    d["precise_bn_batch"] = min(d["per_worker_batch"], d["precise_bn_batch"])
+    if hparams is None:
+        import optimizers  # loads Keras; callers that have the resolved hyperparameters pass them
+
+        entry = optimizers.REGISTRY.get(d["optimizer"])
+        hparams = {**(entry.defaults if entry else {}), **d["hparams"]}
+    out = {k: v for k, v in d.items() if k not in left_out}
+    out["hparams"] = hparams
+    out["workers"] = workers
+    if d["dataset"] != "synthetic" and spec is not None:
+        out["data"] = {"shape": spec.image_shape, "classes": spec.num_classes, "train_size": spec.train_size,
+                       "test_size": spec.test_size,
+                       "files": data_check(d["dataset"], d["data_dir"]) if data is None else data}
+    return canonical(out)
 
 
 def _coerce(key: str, value):
@@ -178,7 +247,7 @@ def _check(cfg: RunConfig) -> None:
         optimizers.get(cfg.optimizer, 0.1, **cfg.hparams)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    positive = ("global_batch", "per_worker_batch", "reference_batch", "width", "eval_batch",
+    positive = ("global_batch", "per_worker_batch", "reference_batch", "width", "eval_batch", "precise_bn_batch",
                 "log_every_steps", "synthetic_image_size", "synthetic_channels", "synthetic_classes",
                 "synthetic_train_size", "synthetic_test_size", "base_lr", "init_lr", "precise_bn_images")
     for k in positive:
@@ -207,6 +276,11 @@ def _check(cfg: RunConfig) -> None:
         raise ConfigError(f"label_smoothing = {cfg.label_smoothing} must be in [0, 1)")
     if cfg.bn_eval not in BN_EVAL:
         raise ConfigError(f"bn_eval = {cfg.bn_eval!r} is unknown; valid: {', '.join(BN_EVAL)}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision = {cfg.precision!r} is unknown; valid: {', '.join(PRECISIONS)}")
+    if cfg.allreduce_compression not in COMPRESSIONS:
+        raise ConfigError(f"allreduce_compression = {cfg.allreduce_compression!r} is unknown; "
+                          f"valid: {', '.join(COMPRESSIONS)}")
     if cfg.dataset == "imagenet" and (cfg.image_size or cfg.validation_size):
         raise ConfigError(f"image_size = {cfg.image_size}, validation_size = {cfg.validation_size}: both apply "
                           "to in-memory datasets only; valid for imagenet: 0")

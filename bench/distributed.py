@@ -273,15 +273,25 @@ def broadcast_state(model, optimizer, root_rank: int = 0, extra=()) -> None:
     hvd.broadcast_variables(variables, root_rank=root_rank)
 
 
-def mean_over_workers(grads: list, loss, world: World):
-    """Average gradients and the loss over the workers in one grouped (fused) collective."""
+def mean_over_workers(grads: list, loss, world: World, compression: str = "none"):
+    """Average gradients and the loss over the workers in one grouped (fused) collective, in float32.
+
+    ``compression = "fp16"`` (bench.config.COMPRESSIONS): the gradients cross the wire as float16 (Horovod's
+    Compression.fp16 casts them down before the reduction and back to float32 after it: half the bytes,
+    magnitudes below 6e-8 lost, above 65504 infinite); the loss then goes in its own float32 allreduce, since
+    NLCG's line search compares losses to 1 part in 100 (docs/nlcg.md section 9)."""
+    grads = [tf.cast(g, tf.float32) for g in grads]  # a no-op for float32 gradients; states the contract
     if world.size == 1:
         return grads, loss
     import horovod.tensorflow as hvd
 
+    if compression == "fp16":
+        grads = hvd.grouped_allreduce(grads, op=hvd.Average, compression=hvd.Compression.fp16)
+        return grads, hvd.allreduce(tf.cast(loss, tf.float32), op=hvd.Average, name="mean_loss")
     # Horovod: one grouped allreduce of every gradient and the loss, averaged (one negotiation per step).
-    *grads, loss = hvd.grouped_allreduce([*grads, tf.reshape(loss, [1])], op=hvd.Average)
-    return grads, tf.reshape(loss, [])
+    shape = loss.shape  # a scalar, or scalars averaged alike (the train step adds the noise scale's |G_small|^2)
+    *grads, loss = hvd.grouped_allreduce([*grads, tf.reshape(loss, [-1])], op=hvd.Average)
+    return grads, tf.reshape(loss, shape)
 
 
 def sum_over_workers(values, world: World, name: str):

@@ -38,8 +38,9 @@ def check(cfg: RunConfig, workers: int) -> None:
     - a test split with no image (a data folder whose test file holds none): top-1 divides by zero.
 
     Not refused, because they evaluate correctly: a test or validation split with fewer images than workers
-    (a rank with an empty shard adds zeros to the summed counts), an ``eval_batch`` or ``precise_bn_images``
-    that is no multiple of the workers (batches are per rank, the last one short; PreciseBN weighs by count).
+    (a rank with an empty shard adds zeros to the summed counts), an ``eval_batch``, ``precise_bn_batch`` or
+    ``precise_bn_images`` that is no multiple of the workers (batches are per rank, the last one short; PreciseBN
+    weighs by count).
     Reads the data files' headers (``data.info``), so it raises DataError for missing or corrupt ones.
     """
     info = data.info(cfg)
@@ -175,7 +176,7 @@ def make_evaluator(cfg: RunConfig, model, world: World, num_classes: int, ema_we
     if cfg.bn_eval == "precise" and layers:
         precise = make_precise_bn(model, world)
         bn_data = data.precise_bn_dataset(cfg, workers=world.size, rank=world.rank,
-                                          batch=min(cfg.per_worker_batch, cfg.eval_batch))
+                                          batch=min(cfg.per_worker_batch, cfg.precise_bn_batch))
 
     def measure() -> dict:
         out = accuracy(eval_step, test, world)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from pathlib import Path
 
 from bench import config
 from bench.config import ConfigError, RunConfig
 
 GRID = "grid"
+CLAIM = "claim"  # [claim]: the primary claim, declared before the data (see ``declaration``)
 LAUNCH = "launch"  # [launch] workers = W, pack = K, max_crashes = M: the file's defaults for the CLI's flags
 OPT_HPARAMS = "optimizer_hparams"
 OPT_OVERRIDES = "optimizer_overrides"
@@ -26,6 +28,8 @@ class Sweep:
     runs: tuple[RunConfig, ...]
     grid: dict  # field -> list of values, as written
     launch: dict = dataclasses.field(default_factory=dict)  # [launch]: workers, pack, max_crashes (the CLI's win)
+    claim: dict = dataclasses.field(default_factory=dict)  # [claim], defaults filled in (``declaration``)
+    tuning: tuple = ("base_lr",)  # the fields optimizers are tuned in: base_lr, hparams, [optimizer_overrides]'s
 
 
 def _check_grid(path, grid: dict, where: str) -> None:
@@ -63,6 +67,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
     per_opt = values.pop(OPT_HPARAMS, {})
     per_opt_fields = values.pop(OPT_OVERRIDES, {})
     launch = values.pop(LAUNCH, {})
+    claim = values.pop(CLAIM, {})
     bad = {k: v for k, v in launch.items() if k not in ("workers", "pack", "max_crashes") or type(v) is not int
            or v < 1} if isinstance(launch, dict) else {LAUNCH: launch}
     if bad:
@@ -108,7 +113,80 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
         for k, v in grid.items():
             shown.setdefault(k, [])
             shown[k] += [x for x in v if x not in shown[k]]
-    return Sweep(name=runs[0].sweep, runs=tuple(runs), grid=shown, launch=launch)
+    tuning = tuple(sorted({"base_lr"} | {k for fields in per_opt_fields.values() for k in fields}
+                          | {f"hparams.{k}" for hp in per_opt.values() for k in hp}))
+    return Sweep(name=runs[0].sweep, runs=tuple(runs), grid=shown, launch=launch,
+                 claim=declaration(path, claim, runs), tuning=tuning)
+
+
+CLAIM_KEYS = ("optimizer", "baseline", "global_batch", "epochs", "confirm_seeds")
+
+
+def declaration(path, claim: dict, runs: list[RunConfig]) -> dict:
+    """The sweep's primary claim from its ``[claim]`` table, defaults filled in and checked against the runs:
+
+    - ``optimizer`` (default "nlcg-fr") against ``baseline`` ("best": the best of the baseline optimizers at
+      each budget, chosen on the main seeds; or one optimizer's name),
+    - at ``global_batch`` (default: the sweep's largest), pooled over ``epochs`` (default: every budget run
+      at that batch),
+    - ``confirm_seeds`` (default none): seeds that choose nothing. Configurations (the best baseline, a tuned
+      learning rate) are chosen on the other seeds; every claim at a cell where these seeds ran is then
+      computed on them alone.
+    """
+    if not isinstance(claim, dict) or set(claim) - set(CLAIM_KEYS):
+        bad = claim if not isinstance(claim, dict) else sorted(set(claim) - set(CLAIM_KEYS))
+        raise ConfigError(f"{path}: [{CLAIM}] {bad!r} is not valid; valid keys: {', '.join(CLAIM_KEYS)}")
+    names = _registry_names()
+    out = {"optimizer": claim.get("optimizer", "nlcg-fr"), "baseline": claim.get("baseline", "best"),
+           "global_batch": claim.get("global_batch", max(c.global_batch for c in runs)),
+           "confirm_seeds": claim.get("confirm_seeds", []), "declared": bool(claim)}
+    if out["optimizer"] not in names:
+        raise ConfigError(f"{path}: [{CLAIM}] optimizer = {out['optimizer']!r} is unknown; valid: {', '.join(names)}")
+    if out["baseline"] != "best" and out["baseline"] not in names:
+        raise ConfigError(f"{path}: [{CLAIM}] baseline = {out['baseline']!r} is unknown; valid: best, "
+                          f"{', '.join(names)}")
+    at = [c for c in runs if c.global_batch == out["global_batch"]]
+    if not at:
+        raise ConfigError(f"{path}: [{CLAIM}] global_batch = {out['global_batch']!r} is not run; valid: "
+                          f"{', '.join(map(str, sorted({c.global_batch for c in runs})))}")
+    budgets = sorted({c.epochs for c in at if not c.steps})  # step budgets: resolved by the report, in epochs
+    out["epochs"] = claim.get("epochs", budgets)
+    if not isinstance(out["epochs"], list) or (not out["epochs"] and "epochs" in claim) \
+            or set(out["epochs"]) - set(budgets):
+        raise ConfigError(f"{path}: [{CLAIM}] epochs = {out['epochs']!r} must be a list of the budgets run at batch "
+                          f"{out['global_batch']}; valid: {budgets}")
+    out["epochs"] = [float(e) for e in out["epochs"]]
+    seeds = sorted({c.seed for c in at})
+    confirm = out["confirm_seeds"]
+    if not isinstance(confirm, list) or set(confirm) - set(seeds) or (confirm and set(seeds) <= set(confirm)):
+        raise ConfigError(f"{path}: [{CLAIM}] confirm_seeds = {confirm!r} must list seeds run at batch "
+                          f"{out['global_batch']} and leave others to choose on; seeds run there: {seeds}")
+    return out
+
+
+def declare(sweep: Sweep, source: str | Path, now: str) -> Path:
+    """Write ``study.json`` into the sweep's results folder: the primary claim and the tuning fields, as the
+    sweep file declares them before any run of this invocation trains. A declaration that changed since the
+    folder's first keeps the earlier ones under ``previous`` (with their times), so a claim re-declared after
+    results came in shows it."""
+    import json
+
+    from bench import atomic
+
+    folder = sweep.runs[0].results_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "study.json"
+    doc = {"sweep": sweep.name, "source": str(source), "claim": sweep.claim, "tuning_fields": list(sweep.tuning)}
+    try:
+        old = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        old = None
+    if old and {k: old.get(k) for k in ("claim", "tuning_fields")} == {k: doc[k] for k in ("claim", "tuning_fields")}:
+        return path
+    previous = [] if not old else [*old.get("previous", []), {k: v for k, v in old.items() if k != "previous"}]
+    doc = {**doc, "declared_at": now, "previous": previous}
+    atomic.replace(path, lambda f: f.write((json.dumps(doc, indent=1) + "\n").encode()), token=str(os.getpid()))
+    return path
 
 
 def _registry_names() -> list[str]:

@@ -28,6 +28,14 @@ whose schema is the union of the files' schemas (a column a file lacks is null/N
 cannot be read (truncated, not Parquet, no string ``run_id`` column, a type clashing with the others) is
 named in a warning and skipped; the rest is returned.
 
+Run ids follow a rule (bench.config.identity, ``ID_VERSION``) that rows record as ``id_version``. On reading,
+every row gets today's run_id and config_id from its config JSON (``_migrate``): rows of the first rule (no
+id_version; it hashed the data's folder and eval_batch) and rows written before a RunConfig field existed
+(it enters at its default, which is what they ran) keep their old id as ``legacy_run_id``, and their history
+follows them (``load_history``), so a sweep finds them finished; their files keep their names, never rewritten.
+``run_rows`` / ``is_completed`` look files up by the current id, so they see only rows written under it (a
+sweep reads ``load_runs`` first, which has the others).
+
 In a notebook::
 
     from bench.results import load_runs, load_history
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import warnings
@@ -48,8 +57,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from bench import atomic
+from bench import atomic, config
 from bench.claims import check_run_id
+from bench.datasets import ABSENT, data_check
 
 RUNS = "runs.parquet"  # legacy single files (older folders): read, never written
 HISTORY = "history.parquet"
@@ -63,8 +73,10 @@ RUN_COLUMNS = [
     "resumed_from_step", "seed", "peak_lr", "base_lr", "final_train_loss", "top1", "top5", "val_top1",
     "wall_time_s", "train_time_s", "compile_time_s", "eval_time_s", "images_per_s", "images_per_s_ci95",
     "target_top1", "steps_to_target", "time_to_target_s", "started_at", "host", "tf_version",
-    "keras_version", "horovod_version", "mpi_version", "git_commit", "config",
+    "keras_version", "horovod_version", "mpi_version", "git_commit", "id_version", "data_check", "config",
 ]
+# What re-deriving the ids of a row written under an older identity rule reads (``_migrate``).
+_IDENTITY_COLUMNS = ["run_id", "config_id", "id_version", "data_check", "workers", "hparams", "config"]
 HISTORY_COLUMNS = ["run_id", "attempt", "step", "epoch", "loss", "lr"]  # an empty history's columns
 # The statuses of a runs row, defined here only. crashed: an attempt whose process died without a row,
 # recorded by the next claimant (bench.attempts).
@@ -185,11 +197,11 @@ def _schema(path: Path) -> pa.Schema:
     return schema
 
 
-def _read(paths: list[Path], columns: list[str] | None = None, run_id: str | None = None) -> pa.Table | None:
+def _read(paths: list[Path], columns: list[str] | None = None, run_id: str | list | None = None) -> pa.Table | None:
     """The rows of ``paths`` (in that order) as one table over the union of their schemas; None if none.
 
     Files that cannot be read are named in a warning and skipped. ``columns`` keeps only those that exist;
-    ``run_id`` keeps only that run's rows.
+    ``run_id`` (one id or a list) keeps only those runs' rows.
     """
     schema, good = None, []
     for path in paths:
@@ -203,7 +215,7 @@ def _read(paths: list[Path], columns: list[str] | None = None, run_id: str | Non
     if not good:
         return None
     columns = None if columns is None else [c for c in columns if c in schema.names]
-    where = None if run_id is None else ds.field("run_id") == run_id
+    where = None if run_id is None else ds.field("run_id").isin([run_id] if isinstance(run_id, str) else run_id)
     dataset = ds.dataset([str(p) for p in good], schema=schema, format="parquet")
     try:
         return dataset.to_table(columns=columns, filter=where)
@@ -218,49 +230,118 @@ def _read(paths: list[Path], columns: list[str] | None = None, run_id: str | Non
     return pa.concat_tables(tables) if tables else None
 
 
-def _runs(directory: Path, columns: list[str] | None = None, run_id: str | None = None) -> pd.DataFrame:
-    paths = _legacy(directory, RUNS) + _files(directory / RUNS_DIR, run_id)
-    table = _read(paths, columns, run_id)
+def _legacy_data(values: dict, data_dirs: dict | None) -> str:
+    """The data check of a row written before rows recorded one: the data in the row's own folder if they are
+    still there, else in the folder ``data_dirs`` names for its data set (the sweep's), else ABSENT."""
+    name = values.get("dataset", config.RunConfig.dataset)
+    check = data_check(name, values.get("data_dir", ""))
+    if check == ABSENT and data_dirs and name in data_dirs:
+        check = data_check(name, data_dirs[name])
+    return check
+
+
+def _migrate(df: pd.DataFrame, data_dirs: dict | None) -> pd.DataFrame:
+    """Every row's ids under the current rule (bench.config.identity of its ``config`` JSON, resolved
+    ``hparams`` and ``workers``; the data's check the row recorded, or for rows of the first rule, which hashed
+    the data's folder and eval_batch, ``_legacy_data``). A row whose stored run_id differs (the first rule, or
+    a field added to RunConfig since: it enters at its default, which is what the row ran) gets the current
+    ids and keeps the one it was written under as ``legacy_run_id``, so a sweep finds it finished and its
+    history (``load_history``) joins. Files are left as they are. A row without a readable config keeps its ids."""
+    if not len(df) or "config" not in df:
+        return df
+    readable = df.config.map(lambda c: isinstance(c, str) and c.startswith("{"))
+    if not readable.any():
+        return df
+    df = df.assign(legacy_run_id=None, **{c: df[c] if c in df else None for c in ("config_id", "data_check")})
+    for i in df.index[readable]:
+        row = df.loc[i]
+        try:
+            values = json.loads(row.config)
+            hparams = json.loads(row.hparams) if isinstance(row.get("hparams"), str) else None
+            workers = int(row.workers)
+            written = isinstance(row.get("data_check"), str) and row.get("id_version") == config.ID_VERSION
+            check = row.data_check if written else _legacy_data(values, data_dirs)
+            fields = config.identity(values, workers, hparams=hparams, data=check)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        run_id = config.hash_fields(fields)
+        if run_id != row.run_id:
+            df.loc[i, ["legacy_run_id", "run_id", "config_id", "data_check"]] = [
+                row.run_id, run_id, config.config_hash(fields), check]
+    return df
+
+
+def _runs(directory: Path, columns: list[str] | None = None, data_dirs: dict | None = None) -> pd.DataFrame:
+    paths = _legacy(directory, RUNS) + _files(directory / RUNS_DIR)
+    read = None if columns is None else list(dict.fromkeys([*columns, *_IDENTITY_COLUMNS]))
+    table = _read(paths, read)
     if table is None:
         return pd.DataFrame(columns=RUN_COLUMNS if columns is None else columns)
-    df = table.to_pandas()
+    df = _migrate(table.to_pandas(), data_dirs)
     keys = [k for k in ("started_at", "attempt") if k in df]
     if keys:  # legacy rows first, then files by publication; a run's latest attempt ends up last
         df = df.sort_values(keys, kind="stable", na_position="last")
+    if columns is not None:
+        df = df[[c for c in [*columns, "legacy_run_id"] if c in df]]
     df = df[[c for c in RUN_COLUMNS if c in df] + [c for c in df if c not in RUN_COLUMNS]]
     return df.reset_index(drop=True)
 
 
-def load_runs(directory: str | Path) -> pd.DataFrame:
+def load_runs(directory: str | Path, data_dirs: dict | None = None) -> pd.DataFrame:
     """Every run attempt of a sweep folder, one row each, ordered by ``started_at`` then ``attempt``.
 
     The columns are RUN_COLUMNS that some row has, then any others. Empty frame with RUN_COLUMNS if the
-    folder holds no run (or does not exist). Unreadable files are named in a warning and skipped.
+    folder holds no run (or does not exist). Unreadable files are named in a warning and skipped. Rows
+    written under the first identity rule get the current run_id and config_id (``_migrate``; then a
+    ``legacy_run_id`` column has their old run_id); ``data_dirs`` ({data set: data_dir}, a sweep's) says where
+    their data are when the folder their config names holds none.
     """
-    return _runs(Path(directory))
+    return _runs(Path(directory), data_dirs=data_dirs)
 
 
-def load_history(directory: str | Path, run_id: str | None = None, all_attempts: bool = False) -> pd.DataFrame:
+def load_history(directory: str | Path, run_id: str | None = None, all_attempts: bool = False,
+                 data_dirs: dict | None = None) -> pd.DataFrame:
     """Logged steps (and eval rows, where ``top1`` is set) of a sweep folder, optionally of one run.
 
     A run retried after a failure has several attempts; by default only each run's latest is returned
     (``all_attempts=True``: every row). Rows are in file order: legacy file first, then by publication.
+    History written under an old run_id carries the run's current one, as ``load_runs`` gives it (same
+    ``data_dirs``), and the old one as ``legacy_run_id``; ``run_id`` selects by the current id.
     """
     directory = Path(directory)
-    paths = _legacy(directory, HISTORY) + _files(directory / HISTORY_DIR, run_id)
-    table = _read(paths, run_id=run_id)
+    with warnings.catch_warnings():  # read for the ids only: load_runs names its unreadable files
+        warnings.simplefilter("ignore")
+        runs = _runs(directory, ["run_id", "started_at", "attempt"], data_dirs)
+    renamed = {}  # the run_id a history file was written under -> the run's current one
+    if "legacy_run_id" in runs:
+        moved = runs[runs.legacy_run_id.notna()]
+        renamed = dict(zip(moved.legacy_run_id, moved.run_id, strict=True))
+    sources = None if run_id is None else [run_id, *(old for old, new in renamed.items() if new == run_id)]
+    files = [p for p in _files(directory / HISTORY_DIR) if sources is None or _NAME.fullmatch(p.name).group(1)
+             in sources]
+    table = _read(_legacy(directory, HISTORY) + files, run_id=sources)
     if table is None:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
     df = table.to_pandas()
+    written = df.run_id
+    if renamed:
+        df = df.assign(run_id=written.map(renamed).fillna(written), legacy_run_id=written.where(
+            written.isin(list(renamed)), None))
     if not all_attempts and "attempt" in df:
         attempt = df.attempt.fillna(1)  # rows written before attempts were recorded are first attempts
+        if renamed:  # a run's history under its old and its new id: the id of the run's latest row wins
+            latest = {rid: i for i, rid in enumerate(runs.legacy_run_id.fillna(runs.run_id))}
+            rank = written.map(latest).fillna(-1)
+            keep = rank == rank.groupby(df.run_id).transform("max")
+            df, attempt = df[keep], attempt[keep]
         df = df[attempt == attempt.groupby(df.run_id).transform("max")]
     return df.reset_index(drop=True)
 
 
-def completed_ids(directory: str | Path) -> set[str]:
-    """run_ids that already have a ``complete`` or ``diverged`` row (a sweep skips these)."""
-    runs = _runs(Path(directory), ["run_id", "status"])
+def completed_ids(directory: str | Path, data_dirs: dict | None = None) -> set[str]:
+    """run_ids that already have a ``complete`` or ``diverged`` row (a sweep skips these); rows of the first
+    identity rule count under their current run_id (``load_runs``, ``data_dirs``)."""
+    runs = _runs(Path(directory), ["run_id", "status"], data_dirs)
     return set(runs.loc[runs.status.isin(DONE), "run_id"])
 
 

@@ -20,7 +20,8 @@ Launched outside MPI with ``workers x pack > 1``, the command re-launches itself
 workers*pack``; launched under ``mpirun -np N`` it uses those N ranks. With ``--pack K`` the ranks split into K
 groups of ``N / K`` ranks (mpi4py), each with its own Horovod (``hvd.init(comm=group)``), and group k runs
 the pending runs k, k + K, k + 2K, ... Every run is validated (config, data files, batch split) before any
-trains. Runs whose run_id already has a ``complete`` or ``diverged`` row are skipped, so rerunning a sweep,
+trains. Runs whose run_id already has a ``complete`` or ``diverged`` row are skipped (rows of an older
+identity rule count under their current id: bench.results, told where the sweep's data are), so rerunning a sweep,
 or a larger version of it, runs only what is missing, and a killed sweep resumes where it stopped (a run
 cut off in the middle resumes from its last checkpoint when ``checkpoint_every_epochs`` is set, else
 starts again: rows appear only when a run ends). A run that fails is recorded as
@@ -55,6 +56,12 @@ def _folder(sweep: Sweep) -> Path:
     return sweep.runs[0].results_dir  # load() makes every run of a sweep write to one folder
 
 
+def _data_dirs(sweep: Sweep) -> dict:
+    """{data set: data_dir} of the sweep's runs: where the data of rows written under the first identity rule
+    are when their own folder holds none (bench.results.load_runs), so a moved study finds its finished runs."""
+    return {cfg.dataset: cfg.data_dir for cfg in sweep.runs}
+
+
 def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES):
     """One row per run: the grid values, its run_id on ``workers`` ranks, its state (complete, diverged,
     pending, running, failed or crashed and so retried, skipped), and its crashed attempts."""
@@ -62,7 +69,7 @@ def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES):
 
     from bench import claims, results
 
-    stored = results.load_runs(_folder(sweep))
+    stored = results.load_runs(_folder(sweep), _data_dirs(sweep))
     past = attempts.Past.of(stored, job="")
     running = {c.get("run_id"): c for c in claims.active_claims(_folder(sweep))}
     rows = []
@@ -92,7 +99,7 @@ def pending(sweep: Sweep, workers: int) -> list[RunConfig]:
     """The runs without a complete or diverged row, in grid order."""
     from bench import results
 
-    done = results.completed_ids(_folder(sweep))
+    done = results.completed_ids(_folder(sweep), _data_dirs(sweep))
     return [cfg for cfg in sweep.runs if cfg.run_id(workers) not in done]
 
 
@@ -132,7 +139,7 @@ def claim_next(sweep: Sweep, workers: int, group: Group, say=print):
     from bench import claims, faults, results
 
     faults.point("claim")
-    stored = results.load_runs(_folder(sweep))
+    stored = results.load_runs(_folder(sweep), _data_dirs(sweep))
     past = attempts.Past.of(stored, group.job)
     done = set(stored.run_id[stored.status.isin(results.DONE)]) if len(stored) else set()
     for cfg in sweep.runs:
@@ -339,5 +346,10 @@ def main(args) -> int:
         cmd = relaunch_command(argv, workers, pack)
         print("launching: " + shlex.join(cmd), flush=True)
         os.execvp(cmd[0], cmd)  # replaces this process: its exit code is mpirun's
+    import datetime as dt
+
+    from bench.grid import declare
+
+    declare(sweep, args.file, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))  # before any run trains
     failed = run(sweep, pack, max_crashes=max_crashes)
     return 1 if failed else 0

@@ -20,9 +20,10 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import optimizers
-from bench import checkpoint, data, distributed, evaluate, faults, intervals, models, results, schedule
+from bench import checkpoint, data, distributed, evaluate, faults, intervals, models, precision, results, schedule
 from bench.config import RunConfig
 from bench.distributed import World
+from bench.noise_scale import Smoothed
 from bench.provenance import provenance
 
 
@@ -39,30 +40,54 @@ def cross_entropy(labels, logits, num_classes: int, label_smoothing: float = 0.0
     return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(onehot, logits))
 
 
+def squared_norm(grads):
+    """|g|^2 summed over every variable's gradient (float32): the noise scale's measure (bench.noise_scale)."""
+    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads])
+
+
 def make_train_step(model, optimizer, lr_schedule, cfg: RunConfig, world: World, accumulation: int,
                     num_classes: int, after_step=None):
     """A tf.function(iterator) -> (loss, lr, diagnostics) that runs one optimizer step.
 
     It pulls ``accumulation`` micro-batches from the iterator, averages their gradients of
     (cross-entropy + L2), averages again over the workers, and applies the optimizer once; then
-    ``after_step(step)`` (the weight EMA's update) if given.
+    ``after_step(step)`` (the weight EMA's update) if given. The diagnostics include the gradient noise
+    scale's squared norms (bench.noise_scale): ``grad_sq_small``, the mean over micro-batches and workers of
+    each micro-batch gradient's |g|^2 (one more scalar in the loss's allreduce), and ``grad_sq_big``, the
+    averaged gradient's; both of the gradient handed to the optimizer, L2 term included.
+
+    Precision and XLA (bench.precision.forward_backward): logits, loss and gradients are float32 in every
+    ``cfg.precision``; under ``mixed_float16`` a step whose mean gradients are not all finite is skipped and
+    the diagnostics add ``loss_scale`` and ``step_skipped`` (the step's ``loss_scale`` attribute: the
+    DynamicLossScale, else None). ``cfg.jit_compile``: each micro-step's forward + backward is XLA-compiled.
     """
     variables = model.trainable_variables
     decayed = models.decayed_weights(model)
+    scaler = precision.DynamicLossScale() if precision.needs_loss_scale(cfg.precision) else None
+
+    def loss_of(labels, logits):  # float32 logits; L2 on the float32 weights
+        loss = cross_entropy(labels, logits, num_classes, cfg.label_smoothing)
+        if cfg.weight_decay:
+            loss += 0.5 * cfg.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in decayed])
+        return loss
+
+    forward_backward = precision.forward_backward(model, loss_of, scaler, cfg.jit_compile)
 
     def micro_step(iterator):
         images, labels = next(iterator)
-        with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            loss = cross_entropy(labels, logits, num_classes, cfg.label_smoothing)
-            if cfg.weight_decay:
-                loss += 0.5 * cfg.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in decayed])
-        return loss, tape.gradient(loss, variables)
+        return forward_backward(images, labels)
+
+    def apply(grads, loss):
+        optimizer.apply(grads, variables, loss=loss)
+        if after_step is not None:
+            after_step(optimizer.iterations)
+        return tf.constant(False)  # not skipped
 
     @tf.function
     def train_step(iterator):
         faults.point("compile", world.rank)  # Python: runs while the step is traced
         loss, grads = micro_step(iterator)
+        sq_small = squared_norm(grads)  # noise scale: mean over micro-batches and workers of |g_micro|^2
         if accumulation > 1:  # Python int: the graph has a loop only when it needs one
             for _ in tf.range(accumulation - 1):
                 # parallel_iterations=1: one micro-batch's activations alive at a time, the point of
@@ -72,16 +97,25 @@ def make_train_step(model, optimizer, lr_schedule, cfg: RunConfig, world: World,
                     parallel_iterations=1, shape_invariants=[(g, tf.TensorShape(g.shape)) for g in grads])
                 micro_loss, micro_grads = micro_step(iterator)
                 loss += micro_loss
+                sq_small += squared_norm(micro_grads)
                 grads = [g + mg for g, mg in zip(grads, micro_grads, strict=True)]
             loss /= accumulation
             grads = [g / accumulation for g in grads]
-        grads, loss = distributed.mean_over_workers(grads, loss, world)
+            sq_small /= accumulation
+        loss = tf.stack([loss, sq_small])  # the noise scale's |G_small|^2 rides in the loss's allreduce
+        grads, loss = distributed.mean_over_workers(grads, loss, world, cfg.allreduce_compression)
+        loss, sq_small = tf.unstack(loss)
+        noise = {"grad_sq_small": sq_small, "grad_sq_big": squared_norm(grads)}
         lr = lr_schedule(optimizer.iterations)
-        optimizer.apply(grads, variables, loss=loss)
-        if after_step is not None:
-            after_step(optimizer.iterations)
-        return loss, lr, optimizer.diagnostics()
+        if scaler is None:
+            apply(grads, loss)
+            return loss, lr, {**optimizer.diagnostics(), **noise}
+        # every rank sees the same mean gradients, so every rank skips alike
+        skipped = tf.cond(scaler.update(grads), lambda: apply(grads, loss), lambda: tf.constant(True))
+        return loss, lr, {**optimizer.diagnostics(), **noise, "loss_scale": tf.identity(scaler.scale),
+                          "step_skipped": tf.cast(skipped, tf.float32)}
 
+    train_step.loss_scale = scaler
     return train_step
 
 
@@ -96,7 +130,7 @@ class RunFailed(RuntimeError):
 def new_row(cfg: RunConfig, world: World, info, micro: int, accumulation: int, steps: int) -> dict:
     """The runs-table row of a run about to start (status ``failed`` until it ends otherwise)."""
     return {
-        "run_id": cfg.run_id(world.size), "config_id": cfg.config_id(world.size), "sweep": cfg.sweep,
+        **cfg.ids(world.size), "sweep": cfg.sweep,  # run_id, config_id, id_version, data_check
         "status": "failed", "error": "", "optimizer": cfg.optimizer,
         "hparams": json.dumps(cfg.resolved_hparams(), sort_keys=True),
         "dataset": cfg.dataset, "model": cfg.model, "image_size": info.image_shape[0], "bn_eval": cfg.bn_eval,
@@ -137,6 +171,7 @@ class Measured:
     wall_time_s: float = math.nan
     images_per_s: float = math.nan
     images_per_s_ci95: float = math.nan
+    noise_scale: float = math.nan  # the last smoothed B_simple (bench.noise_scale); NaN with one batch size
     history: list = field(default_factory=list)  # the history table's rows: logged steps and evaluations
     blocks: list = field(default_factory=list)  # (steps, seconds) between host reads, compilation excluded
     error: BaseException | None = None
@@ -238,8 +273,10 @@ def _build(cfg: RunConfig, world: World, info, accumulation: int, steps: int, ru
     train_step = make_train_step(model, optimizer, lr_schedule, cfg, world, accumulation, info.num_classes,
                                  after_step=ema_update)
     evaluator = evaluate.make_evaluator(cfg, model, world, info.num_classes, ema_weights)
+    scaler = getattr(train_step, "loss_scale", None)  # a wrapped step (tests) may not carry it
+    scale = scaler.variables if scaler is not None else []  # mixed_float16's
     ckpt = checkpoint.RunCheckpoint(checkpoint.directory(cfg.results_dir, run_id), world, model, optimizer,
-                                    ema_weights) if cfg.checkpoint_every_epochs else None
+                                    ema_weights + scale) if cfg.checkpoint_every_epochs else None
     return Parts(model, optimizer, train_step, evaluator, ckpt)
 
 
@@ -276,6 +313,8 @@ def _loop(cfg, world, info, parts: Parts, micro, accumulation, steps, start, res
     evaluations and checkpoints): that is also where a non-finite loss is caught, so a diverged run stops
     at the first logged step after it diverged, and where a lost claim (``guard`` raises) stops the run."""
     m = replace(resumed, history=list(resumed.history), blocks=list(resumed.blocks))
+    smoothed = Smoothed.replay(m.history)  # a resumed run's noise-scale averages continue from its history
+    m.noise_scale = smoothed.value
     run_id = cfg.run_id(world.size)
     steps_per_epoch = info.train_size / cfg.global_batch
     eval_every = schedule.to_steps(cfg.eval_every_epochs, info.train_size, cfg.global_batch) \
@@ -314,6 +353,7 @@ def _loop(cfg, world, info, parts: Parts, micro, accumulation, steps, start, res
             epoch = step / steps_per_epoch
             m.history.append({"run_id": run_id, "step": step, "epoch": epoch, "loss": loss, "lr": _scalar(lr),
                               "time_s": m.train_time_s, **{k: _scalar(v) for k, v in diag.items()}})
+            m.noise_scale = smoothed.log(m.history[-1], micro, cfg.global_batch)
             if not math.isfinite(loss):
                 m.diverged = True
                 say(f"step {step}: loss is {loss}; the run diverged")

@@ -65,7 +65,8 @@ def _lars(learning_rate, **hp):
 
 
 # Constructor arguments that are not hyperparameters: the harness sets the rate, does its own gradient
-# accumulation (bench/distributed.py) and trains in float32; the registry name fixes NLCG's rule.
+# accumulation (bench/distributed.py) and its own loss scaling (bench/precision.py); the registry name fixes
+# NLCG's rule.
 _NOT_HPARAMS = {"self", "args", "kwargs", "learning_rate", "name", "gradient_accumulation_steps",
                 "loss_scale_factor", "rule"}
 
@@ -137,7 +138,8 @@ _SET_ELSEWHERE = {
                      "warm-up, decays), not by hparams",
     "name": "the optimizer is chosen by `optimizer = NAME`, not by hparams",
     "gradient_accumulation_steps": "the harness accumulates gradients itself (per_worker_batch), not by hparams",
-    "loss_scale_factor": "the harness trains in float32 without loss scaling, not set by hparams",
+    "loss_scale_factor": "the harness scales the loss itself under precision = mixed_float16 (the optimizer "
+                         "always sees the unscaled loss and float32 gradients), not by hparams",
 }
 
 

@@ -24,7 +24,8 @@ Args:
     name, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency: as in
         ``keras.optimizers.Optimizer`` (clipping acts on g before s2.1). ``weight_decay``,
         ``gradient_accumulation_steps`` and ``loss_scale_factor`` are not supported (ValueError): the harness
-        puts L2 in the loss, accumulates gradients itself and trains in float32.
+        puts L2 in the loss, accumulates gradients itself and hands NLCG float32 gradients and the unscaled
+        float32 loss in every precision (docs/nlcg.md section 9).
 
 State (optimizer variables, so checkpoints and Horovod broadcasts carry it): per model variable B (ones;
 "bfgs" only), g_prev, z_prev ("pr" only), d, u_prev; scalars rho, alpha (starts 1), ema, ema_ref and the

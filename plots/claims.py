@@ -1,26 +1,27 @@
-"""The claims, machine-readable: per (global batch, epoch budget), NLCG against the best baseline.
+"""The claims, machine-readable: the sweep's primary claim, then every NLCG configuration against the best
+baseline per (global batch, epoch budget, setting), as exploratory comparisons under Holm's adjustment.
 
-``build(runs, reference, paper_dataset)`` returns the document ``claims.json`` holds; ``markdown`` says the
-same in prose (``claims.md``). Every number comes from the runs table and ``paper_reference.csv``.
+``build(runs, reference, paper_dataset, study)`` returns the document ``claims.json`` holds; ``plots.claims_text``
+writes ``claims.md`` from that document alone, so the two cannot disagree. Every number comes from the runs
+table and ``paper_reference.csv``; the declaration (``study``: the primary claim, the confirmation seeds, the
+fields optimizers are tuned in) from the sweep file, written to ``study.json`` before the runs trained
+(``bench.grid.declare``).
 
 Rules (also written into both files):
 
-- One configuration per side (``stats.prepare``): a claim compares the seeds of one NLCG configuration with
-  the seeds of one baseline configuration, at one (batch, budget) and one *setting* (the fields other than
-  the optimizer's own: base_lr, hparams, and fields whose values differ between optimizers, such as a
-  sweep's per-optimizer overrides; ``stats.tuning_keys``). The best baseline is the baseline configuration (rmsprop,
-  momentum, sgd, lars, lamb) with the highest mean test top-1: chosen on test, which favours the baseline.
-- The gain is 100 x (NLCG mean - baseline mean) with Welch's 95 % t interval; the verdict is ``holds``
-  when its low end is above 0, ``fails`` when its high end is below 0, else ``inconclusive`` (also when a
-  side has fewer than 2 seeds: no interval).
-- Divergence is failure: an NLCG configuration with a diverged seed ``fails`` (no gain is computed from
-  the seeds that survived); a baseline configuration with a diverged seed has no mean and cannot be the
-  best baseline; it is listed in ``baselines_excluded`` with its count, because excluding it can make
-  NLCG's comparison easier. No baseline left: ``inconclusive``.
-- Tuned claims (``tuned_claims``), when an optimizer has several configurations at a point and setting
-  (so differing only in its own fields: base_lr, hparams, overrides): each optimizer at its configuration
-  with the best mean ``val_top1`` (the held-out validation split), the best baseline likewise chosen on
-  validation, both reported on test top-1.
+- One configuration per side (``stats.prepare``): a comparison pits the seeds of one NLCG configuration against
+  the seeds of one baseline configuration at one (batch, budget, setting). The *setting* is every field but the
+  ones optimizers are tuned in (base_lr, hparams, the sweep's [optimizer_overrides]), as the sweep file says.
+- Selection: the best baseline is the baseline configuration (rmsprop, momentum, sgd, lars, lamb) with the
+  highest mean test top-1 (tuned comparisons: validation top-1) on the *choosing* seeds. With
+  ``confirm_seeds`` declared, a comparison at a cell where they ran is then computed on them alone: seeds that
+  chose nothing. Without them the choice and the judgement share seeds, which inflates the chosen baseline's
+  mean (the maximum of N noisy means), biasing the gain down: conservative for ``holds``, not for ``fails``.
+- Exploratory comparisons: gain = 100 x (NLCG mean - baseline mean), Welch's 95 % t interval and two-sided
+  p-value; ``verdict`` from the interval; ``verdict_adjusted`` from Holm's step-down over every interval
+  comparison of the file (``family_size``). Only the primary claim and adjusted verdicts are claims.
+- Divergence is failure: an NLCG configuration with a diverged seed ``fails``; a baseline configuration with a
+  diverged seed cannot be the best baseline and is listed in ``baselines_excluded``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import math
 
 import pandas as pd
 
-from plots import stats
+from plots import inference, stats
 
 BASELINES = ("rmsprop", "momentum", "sgd", "lars", "lamb")
 COMPARED = ("nlcg-fr", "nlcg-pr")
@@ -49,6 +50,20 @@ DIVERGENCE_RULE = ("A diverged seed is a failure of its configuration, whose mea
 TUNED_RULE = ("Each optimizer at its configuration (base_lr, hparams, its own overrides) with the best mean val_top1 "
               "on the held-out validation split; the best baseline chosen on validation too; both reported on test "
               "top-1.")
+SELECTION_EFFECT = ("Choosing the best of N baseline configurations on the seeds that also judge raises the chosen "
+                    "baseline's mean by the luck of the draw (the maximum of N noisy means), so the gain and its "
+                    "interval lean against NLCG: a 'holds' survives it, a 'fails' may be the selection's doing. "
+                    "Judged on confirmation seeds, the chosen configuration's mean carries no such luck.")
+MACHINES = ("The same seed does not give the same weights on two machines: float reductions (oneDNN's blocking, "
+            "thread counts, Horovod's fusion) sum in different orders, the runs drift apart within a few steps and "
+            "end a few tenths to points of top-1 apart. A 3-seed interval is wide enough that such a shift can move "
+            "it across 0, so a single 3-seed verdict can flip between machines; a verdict is robust when it holds "
+            "on confirmation seeds and under Holm's adjustment.")
+CRITICAL_RULE = ("Per budget, each optimizer configuration's steps to the target top-1 fitted by S = S_min + E_min / B "
+                 "(McCandlish et al. 2018); B_crit = E_min / S_min; the ratio of an NLCG form's B_crit to the best "
+                 "baseline's (the largest B_crit) with a 95 % bootstrap interval over seeds; holds when the interval "
+                 "is above 1 (plots/critical_batch.py). Needs 3 batches or more where every seed reached the target.")
+DEFAULT_CLAIM = {"optimizer": "nlcg-fr", "baseline": "best", "confirm_seeds": [], "declared": False}
 
 
 def paper_gains(reference: pd.DataFrame) -> pd.DataFrame:
@@ -76,27 +91,28 @@ def _ci(low, high):
 def _side(cfg: pd.Series | None, prefix: str) -> dict:
     if cfg is None:
         return {f"{prefix}label": None, f"{prefix}config_id": None, f"{prefix}n_seeds": 0, f"{prefix}n_diverged": 0,
-                f"{prefix}top1_mean": None, f"{prefix}top1_ci95": None}
+                f"{prefix}top1_mean": None, f"{prefix}top1_ci95": None, f"{prefix}seeds": []}
     return {f"{prefix}label": cfg.label, f"{prefix}config_id": cfg.config_id, f"{prefix}n_seeds": int(cfg.n_seeds),
             f"{prefix}n_diverged": int(cfg.n_diverged), f"{prefix}top1_mean": _num(cfg.top1_mean),
-            f"{prefix}top1_ci95": _ci(cfg.top1_low, cfg.top1_high)}
+            f"{prefix}top1_ci95": _ci(cfg.top1_low, cfg.top1_high), f"{prefix}seeds": list(cfg.seeds)}
 
 
 def compare(nlcg: pd.Series, base: pd.Series | None) -> dict:
-    """gain_points, ci95_points, verdict and reason for one NLCG configuration against one baseline's."""
+    """gain_points, ci95_points, p_value, verdict and reason for one NLCG configuration against one baseline's."""
+    none = {"gain_points": None, "ci95_points": None, "p_value": None}
     if nlcg.n_diverged:
-        return {"gain_points": None, "ci95_points": None, "verdict": "fails",
-                "reason": f"{nlcg.n_diverged}/{nlcg.n_seeds} NLCG seeds diverged"}
+        return {**none, "verdict": "fails", "reason": f"{nlcg.n_diverged}/{nlcg.n_seeds} NLCG seeds diverged"}
     if base is None:
-        return {"gain_points": None, "ci95_points": None, "verdict": "inconclusive",
+        return {**none, "verdict": "inconclusive",
                 "reason": "no baseline configuration without a diverged seed at this point"}
     gain = 100 * (nlcg.top1_mean - base.top1_mean)
     if min(nlcg.n_seeds, base.n_seeds) < 2:
-        return {"gain_points": _num(gain), "ci95_points": None, "verdict": "inconclusive",
+        return {**none, "gain_points": _num(gain), "verdict": "inconclusive",
                 "reason": f"{nlcg.n_seeds} vs {base.n_seeds} seeds: no interval with fewer than 2 on a side"}
     _, low, high = stats.welch(nlcg.top1_values, base.top1_values)
     ci = [100 * low, 100 * high]
-    return {"gain_points": _num(gain), "ci95_points": [_num(ci[0]), _num(ci[1])], "verdict": stats.verdict(*ci),
+    return {"gain_points": _num(gain), "ci95_points": [_num(ci[0]), _num(ci[1])],
+            "p_value": _num(inference.welch_p(nlcg.top1_values, base.top1_values)), "verdict": stats.verdict(*ci),
             "reason": ""}
 
 
@@ -112,21 +128,40 @@ def _paper(batch: int, scale: float | None, gains: pd.DataFrame | None) -> dict:
             "paper_gain_points": _num(gains.loc[near, "nlcg_gain_points"])}
 
 
-def _entries(summary: pd.DataFrame, pick, scale, gains, extra=lambda cfg, prefix: {}) -> list[dict]:
-    """One entry per compared configuration and point; ``pick(rows)`` chooses configurations."""
+def _judged(cfg: pd.Series | None, judge: pd.DataFrame) -> tuple[pd.Series | None, bool]:
+    """``cfg``'s row among the confirmation seeds' configurations, if it ran there (else itself, False)."""
+    if cfg is None or judge.empty:
+        return cfg, False
+    rows = judge[judge.config_id == cfg.config_id]
+    return (rows.iloc[0], True) if len(rows) else (cfg, False)
+
+
+def _entries(choose: pd.DataFrame, judge: pd.DataFrame, pick, scale, gains, on: str,
+             extra=lambda cfg, prefix: {}) -> list[dict]:
+    """One entry per compared configuration and point; ``pick(rows, baseline)`` chooses configurations among
+    the choosing seeds' ``choose`` summary (on ``on``: test or validation); each side is then judged on the
+    confirmation seeds' ``judge`` summary when both sides ran there."""
     out = []
-    for (batch, budget, setting), here in summary.groupby(["global_batch", "epochs", "setting"], sort=True):
+    for (batch, budget, setting), here in choose.groupby(["global_batch", "epochs", "setting"], sort=True):
         bases = here[here.optimizer.isin(BASELINES)]
         chosen = pick(bases, baseline=True)
         excluded = [f"{r.optimizer}{', ' + r.label if r.label else ''} ({r.n_diverged}/{r.n_seeds} seeds diverged)"
                     for _, r in bases[bases.n_diverged > 0].iterrows()]
+        rule = f"best {on} mean of {len(bases)} baseline configuration{'s' if len(bases) != 1 else ''}"
         for opt in [o for o in COMPARED if o in set(here.optimizer)]:
             for _, cfg in pick(here[here.optimizer == opt], baseline=False).iterrows():
                 base = None if chosen.empty else chosen.iloc[0]
+                judged_cfg, confirmed = _judged(cfg, judge)
+                judged_base, base_confirmed = _judged(base, judge)
+                if not (confirmed and (base is None or base_confirmed)):
+                    judged_cfg, judged_base, confirmed = cfg, base, False
                 out.append({"global_batch": int(batch), "epochs": float(budget), "setting": setting,
                             "optimizer": opt, "baseline": None if base is None else base.optimizer,
-                            **_side(cfg, ""), **_side(base, "baseline_"), **compare(cfg, base),
-                            "baselines_excluded": excluded, **_paper(int(batch), scale, gains),
+                            "baseline_rule": rule, "chosen_on_seeds": sorted(set(cfg.seeds)),
+                            "judged_on": "confirmation seeds" if confirmed else "the choosing seeds",
+                            **_side(judged_cfg, ""), **_side(judged_base, "baseline_"),
+                            **compare(judged_cfg, judged_base), "baselines_excluded": excluded,
+                            **_paper(int(batch), scale, gains),
                             **extra(cfg, ""), **(extra(base, "baseline_") if base is not None else {})})
     return out
 
@@ -149,12 +184,12 @@ def _every_nlcg(rows: pd.DataFrame, baseline: bool) -> pd.DataFrame:
     return rows
 
 
-def _tuned(summary: pd.DataFrame, scale, gains) -> tuple[list[dict], str | None]:
-    several = summary.groupby(["global_batch", "epochs", "setting", "optimizer"]).config_id.transform("nunique") > 1
-    points = summary[several][["global_batch", "epochs", "setting"]].drop_duplicates()
+def _tuned(choose: pd.DataFrame, judge: pd.DataFrame, scale, gains) -> tuple[list[dict], str | None]:
+    several = choose.groupby(["global_batch", "epochs", "setting", "optimizer"]).config_id.transform("nunique") > 1
+    points = choose[several][["global_batch", "epochs", "setting"]].drop_duplicates()
     if points.empty:
         return [], None
-    tuned = summary.merge(points, on=["global_batch", "epochs", "setting"])
+    tuned = choose.merge(points, on=["global_batch", "epochs", "setting"])
     trained = tuned[tuned.n_diverged == 0]
     if trained.empty or trained.val_top1_mean.isna().any():
         return [], ("Several learning rates or hyperparameters were run, but val_top1 is missing: tuning on the "
@@ -166,33 +201,87 @@ def _tuned(summary: pd.DataFrame, scale, gains) -> tuple[list[dict], str | None]
         return {f"{prefix}chosen_base_lr": _num(cfg.base_lr), f"{prefix}val_top1_mean": _num(cfg.val_top1_mean),
                 f"{prefix}configurations_tried": len(tried)}
 
-    return _entries(tuned, _best_on("val_top1_mean"), scale, gains, chosen_lr), None
+    return _entries(tuned, judge, _best_on("val_top1_mean"), scale, gains, "validation", chosen_lr), None
 
 
-def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str = "cifar100") -> dict:
-    """The claims document of one sweep's runs (see the module docstring for the rules)."""
-    prep = stats.prepare(runs)
+def _adjust(entries: list[dict]) -> int:
+    """Holm's step-down over every entry with a p-value (the family); adds p_holm and verdict_adjusted."""
+    adjusted = inference.holm([math.nan if e["p_value"] is None else e["p_value"] for e in entries])
+    for e, p in zip(entries, adjusted, strict=True):
+        e["p_holm"] = _num(p)
+        e["verdict_adjusted"] = e["verdict"] if e["p_value"] is None else inference.verdict(e["gain_points"], p)
+        # robust: significant under Holm, on seeds that chose nothing
+        e["robust"] = e["verdict_adjusted"] in ("holds", "fails") and e["judged_on"] == "confirmation seeds"
+    return sum(e["p_value"] is not None for e in entries)
+
+
+def study_claim(study: dict | None, prep: pd.DataFrame) -> dict:
+    """The primary claim's declaration: the study's (bench.grid.declare), else the default: NLCG-FR against
+    the best baseline at the largest batch, pooled over every budget run there, no confirmation seeds."""
+    claim = dict((study or {}).get("claim") or DEFAULT_CLAIM)
+    claim.setdefault("global_batch", int(prep.global_batch.max()))
+    at = prep[prep.global_batch == claim["global_batch"]]
+    if not claim.get("epochs"):  # undeclared, or step budgets: every budget run at the claim's batch
+        claim["epochs"] = sorted(float(b) for b in at.budget.unique())
+    return claim
+
+
+def _critical(runs: pd.DataFrame, history: pd.DataFrame | None) -> list[dict]:
+    """B_crit of each NLCG form over the best baseline's, per budget (plots.critical_batch); infinities as "inf"."""
+    from plots import critical_batch
+
+    if history is None:
+        return []
+    out = critical_batch.comparison(critical_batch.fits(runs, history))
+    return [{k: ("inf" if isinstance(v, float) and math.isinf(v) else _num(v) if isinstance(v, float) else v)
+             for k, v in e.items()} for e in out]
+
+
+def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str = "cifar100",
+          study: dict | None = None, history: pd.DataFrame | None = None) -> dict:
+    """The claims document of one sweep's runs (see the module docstring for the rules); ``study`` is the
+    sweep's declaration (study.json), None for the defaults; ``history`` adds the critical-batch comparison."""
+    from plots import primary
+
+    prep = stats.prepare(runs, tuple((study or {}).get("tuning_fields") or stats.DEFAULT_TUNING))
+    claim = study_claim(study, prep)
+    confirm = set(claim.get("confirm_seeds") or [])
+    choose_seeds, judge_seeds = prep[~prep.seed.isin(confirm)], prep[prep.seed.isin(confirm)]
     summary = stats.summarize(prep)
+    choose = stats.summarize(choose_seeds)
+    judge = stats.summarize(judge_seeds) if len(judge_seeds) else choose.iloc[:0]
     reference = reference if reference is not None and len(reference) else None
     gains = paper_gains(reference) if reference is not None else None
     paper_train = int(reference.train_size.iloc[0]) if reference is not None else stats.TRAIN_SIZES[paper_dataset]
     ours_train = stats.train_size(prep)
     scale = paper_train / ours_train
-    claim, claim_batch, paper_epochs = PAPER_CLAIMS[paper_dataset]
+    text, claim_batch, paper_epochs = PAPER_CLAIMS[paper_dataset]
     mixed = [{"config_id": r.config_id, "optimizer": r.optimizer, "label": r.label, "global_batch": int(r.global_batch),
               "epochs": float(r.epochs), "git_commits": r.git_commits}
              for _, r in summary.iterrows() if len(r.git_commits) > 1]
-    tuned, tuned_note = _tuned(summary, scale, gains)
+    entries = _entries(choose, judge, _every_nlcg, scale, gains, "test")
+    tuned, tuned_note = _tuned(choose, judge, scale, gains)
+    family = _adjust(entries + tuned)
+    big = gains[gains.index >= claim_batch] if gains is not None and "nlcg_gain_points" in gains else None
     doc = {
         "sweep": str(prep.sweep.iloc[0]), "dataset": str(prep.dataset.iloc[0]), "model": str(prep.model.iloc[0]),
         "train_size": ours_train, "paper_dataset": paper_dataset, "paper_train_size": paper_train,
-        "paper_claim": claim, "paper_claim_batch": claim_batch, "paper_epochs": paper_epochs,
+        "paper_claim": text, "paper_claim_batch": claim_batch, "paper_epochs": paper_epochs,
         "paper_source": None if reference is None else str(reference.source.iloc[0]),
+        "paper_gains_at_claim": None if big is None else
+        [{"global_batch": int(b), "gain_points": _num(g)} for b, g in big.nlcg_gain_points.items()],
+        "declaration": (study or {}).get("source") or "none: the default primary claim",
+        "declared_at": (study or {}).get("declared_at"),
+        "primary": primary.test(claim, choose, judge, scale),
         "interval_method": INTERVAL_METHOD, "seed_interval_method": SEED_INTERVAL_METHOD,
+        "exploratory_test": inference.EXPLORATORY_TEST, "adjustment": "holm", "alpha": inference.ALPHA,
+        "family_size": family, "selection_effect": SELECTION_EFFECT, "machines": MACHINES,
+        "confirm_seeds": sorted(confirm), "confirm_seeds_run": sorted(int(s) for s in judge_seeds.seed.unique()),
+        "choosing_seeds": sorted(int(s) for s in choose_seeds.seed.unique()),
         "divergence_rule": DIVERGENCE_RULE, "baselines": list(BASELINES),
-        "claims": _entries(summary, _every_nlcg, scale, gains),
-        "tuned_rule": TUNED_RULE, "tuned_claims": tuned, "tuned_note": tuned_note,
+        "claims": entries, "tuned_rule": TUNED_RULE, "tuned_claims": tuned, "tuned_note": tuned_note,
         "mixed_commits": mixed,
+        "critical_batch_rule": CRITICAL_RULE, "critical_batch": _critical(runs, history),
         "configurations": [{"config_id": r.config_id, "optimizer": r.optimizer, "label": r.label,
                             "global_batch": int(r.global_batch), "epochs": float(r.epochs), "n_seeds": int(r.n_seeds),
                             "n_diverged": int(r.n_diverged), "top1_mean": _num(r.top1_mean),
@@ -200,11 +289,11 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
                             "base_lr": _num(r.base_lr), "seeds": r.seeds, "git_commits": r.git_commits}
                            for _, r in summary.iterrows()],
     }
-    doc["caveats"] = caveats(doc, summary, gains)
+    doc["caveats"] = caveats(doc, summary)
     return doc
 
 
-def caveats(doc: dict, summary: pd.DataFrame, gains: pd.DataFrame | None) -> list[str]:
+def caveats(doc: dict, summary: pd.DataFrame) -> list[str]:
     """What separates our runs from the paper's study: budget, dataset, steps per run, reach in batch."""
     out = []
     study_data, study_model = PAPER_STUDY[doc["paper_dataset"]]
@@ -231,65 +320,8 @@ def caveats(doc: dict, summary: pd.DataFrame, gains: pd.DataFrame | None) -> lis
     return out
 
 
-def _pm(mean, ci, n: int) -> str:
-    if mean is None:
-        return f"undefined ({n} seeds)"
-    return f"{mean:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}] over {n} seeds" if ci else
-                            f" ({n} seed{'s' if n > 1 else ''}, no interval)")
+def markdown(doc: dict) -> str:
+    """claims.md: the document in prose (plots.claims_text)."""
+    from plots import claims_text
 
-
-def _claim_lines(entries: list[dict], tuned: bool) -> list[str]:
-    out = []
-    for e in entries:
-        who = e["optimizer"] + (f" ({e['label']})" if e["label"] else "")
-        base = "no baseline" if e["baseline"] is None else \
-            e["baseline"] + (f" ({e['baseline_label']})" if e["baseline_label"] else "")
-        where = f"batch {e['global_batch']}" + (f" (the paper's {e['paper_batch']})" if e["paper_batch"] else "") + \
-            f", {e['epochs']:g} epochs" + (f", {e['setting']}" if e["setting"] else "")
-        gain = "no gain" if e["gain_points"] is None else f"{e['gain_points']:+.1f} points"
-        ci = f", 95 % [{e['ci95_points'][0]:+.1f}, {e['ci95_points'][1]:+.1f}]" if e["ci95_points"] else ""
-        lrs = f"; chosen base_lr {e['chosen_base_lr']:g} vs {e['baseline_chosen_base_lr']:g} on validation" \
-            if tuned and e["baseline"] is not None else ""
-        paper = "" if e["paper_gain_points"] is None else \
-            f"; the paper at {e['paper_reference_batch']}: {e['paper_gain_points']:+.1f} points"
-        div = f" ({e['n_diverged']}/{e['n_seeds']} seeds diverged)" if e["n_diverged"] else ""
-        theirs = "" if e["baseline"] is None else \
-            " " + _pm(e["baseline_top1_mean"], e["baseline_top1_ci95"], e["baseline_n_seeds"])
-        out.append(f"- **{e['verdict']}** at {where}: {who} {_pm(e['top1_mean'], e['top1_ci95'], e['n_seeds'])}{div} "
-                   f"against {base}{theirs}: {gain}{ci}{lrs}{paper}."
-                   + (f" {e['reason']}." if e["reason"] else "")
-                   + (f" Excluded baselines: {'; '.join(e['baselines_excluded'])}." if e["baselines_excluded"] else ""))
-    return out or ["- No NLCG configuration beside a baseline here: nothing to compare."]
-
-
-def markdown(doc: dict, reference: pd.DataFrame | None = None) -> str:
-    """claims.md: the document in prose."""
-    cfgs = pd.DataFrame(doc["configurations"])
-    n_div = int(cfgs.n_diverged.sum())
-    out = [f"# Claims: {doc['sweep']}", "",
-           f"Ours: {doc['dataset']}, {doc['model']}, {len(cfgs)} configurations, {int(cfgs.n_seeds.sum())} finished "
-           f"runs ({n_div} diverged), budgets {', '.join(f'{b:g}' for b in sorted(cfgs.epochs.unique()))} epochs.", "",
-           f"Means over the seeds of one configuration (never across configurations), intervals: "
-           f"{doc['seed_interval_method']}. Gains: {doc['interval_method']}. Verdict: holds when the interval is "
-           "above 0, fails when below, inconclusive otherwise (and with fewer than 2 seeds on a side).", "",
-           f"Divergence: {doc['divergence_rule']}", "", "## NLCG against the best baseline (chosen on test top-1)", ""]
-    out += _claim_lines(doc["claims"], tuned=False) + [""]
-    if doc["tuned_claims"] or doc["tuned_note"]:
-        out += ["## Tuned: each optimizer at its best configuration on validation", "", doc["tuned_rule"], ""]
-        out += ([doc["tuned_note"]] if doc["tuned_note"] else _claim_lines(doc["tuned_claims"], tuned=True)) + [""]
-    if doc["mixed_commits"]:
-        out += ["## Seeds from different commits", ""]
-        out += [f"- {m['optimizer']}{', ' + m['label'] if m['label'] else ''} at batch {m['global_batch']}, "
-                f"{m['epochs']:g} epochs (config {m['config_id']}): commits {', '.join(m['git_commits'])}."
-                for m in doc["mixed_commits"]] + [""]
-    out += ["## The paper's claim", "", f"> {doc['paper_claim']}", ""]
-    if reference is not None and len(reference):
-        gains = paper_gains(reference)
-        big = gains[gains.index >= doc["paper_claim_batch"]]
-        out.append(f"- Paper ({doc['paper_source']}): at batch {', '.join(map(str, big.index))} its NLCG gain over "
-                   f"its best baseline is {', '.join(f'{x:+.1f}' for x in big.nlcg_gain_points)} points.")
-    else:
-        out.append("- The paper publishes no table for this study: only the claim above (paper_gain_points: null).")
-    out += [f"- {c}" for c in doc["caveats"]]
-    return "\n".join(out) + "\n"
-
+    return claims_text.markdown(doc)

@@ -160,16 +160,33 @@ def top1_vs_epoch_budget(runs: pd.DataFrame) -> Figure:
     return fig
 
 
-def _curves(runs, history, x: str, y: str, title: str, xlabel: str, ylabel: str, logy: bool) -> Figure:
-    """One panel per (global batch, budget); per configuration the mean over its seeds at every step all
-    of them logged (bold) with a 95 % Student t band; a diverged seed ends in an x."""
+COLUMNS = 3  # panels per row at most: legible at a laptop's width
+
+
+def _grid(n: int, width: float = 4.4, height: float = 3.9, sharey: bool = False) -> tuple[Figure, list]:
+    """A figure of ``n`` panels, at most COLUMNS to a row (legible at a laptop's width): the figure and its
+    ``n`` axes (at least one); the unused panels of the last row hidden."""
+    cols = max(1, min(COLUMNS, n))
+    rows = max(1, -(-n // cols))
+    fig = Figure(figsize=(width * cols, height * rows + 0.6), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False, sharey=sharey).ravel())
+    for ax in axes[max(1, n):]:
+        ax.set_axis_off()
+        ax.set_visible(False)
+    return fig, axes[:max(1, n)]
+
+
+def _curves(runs, history, x: str, y: str, title: str, xlabel: str, ylabel: str, logy: bool,
+            only: tuple | None = None) -> Figure:
+    """One panel per (global batch, budget) (``only``: that one panel); per configuration the mean over its seeds
+    at every step all of them logged (bold) with a 95 % Student t band; a diverged seed ends in an x."""
     prep = stats.prepare(runs)
     rows = history[history.run_id.isin(prep.run_id)] if y in history else history.iloc[:0]
     rows = rows[np.isfinite(rows[y].astype(float))] if len(rows) else rows
     panels = sorted({(int(b), float(e)) for b, e in zip(prep.global_batch, prep.budget, strict=True)})
+    panels = [p for p in panels if p == only] if only else panels
     summary = stats.summarize(prep) if len(prep) else prep
-    fig = Figure(figsize=(4.4 * max(1, len(panels)), 3.9), layout="constrained")
-    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    fig, axes = _grid(len(panels), *((6.4, 4.6) if only else (4.4, 3.9)))
     for ax, (batch, budget) in zip(axes, panels, strict=False):
         here = summary[(summary.global_batch == batch) & (summary.epochs == budget)]
         for name, c, ls, cfg in _series(here):
@@ -215,6 +232,32 @@ def wall_time(runs: pd.DataFrame, history: pd.DataFrame) -> Figure:
     steps only (compilation and evaluation excluded)."""
     return _curves(runs, history, "time_s", "loss", "Training loss against training time",
                    "train time (s): optimizer steps, compilation and evaluation excluded", "training loss", logy=True)
+
+
+def claim_panel(runs: pd.DataFrame, batch: int | None = None) -> tuple | None:
+    """The panel the paper draws its figures 6 and 8 at: the claim's batch (default: the largest run) at the
+    largest budget run there."""
+    prep = stats.finished(runs)
+    if prep.empty:
+        return None
+    batch = int(prep.global_batch.max()) if batch is None else int(batch)
+    budgets = [stats.budget_epochs(r) for r in prep[prep.global_batch == batch].to_dict("records")]
+    return (batch, float(max(budgets))) if budgets else None
+
+
+def loss_vs_epoch_at_claim(runs: pd.DataFrame, history: pd.DataFrame, batch: int | None = None) -> Figure:
+    """The paper's figure 6: training loss against epochs, one panel, at the claim's batch and longest budget."""
+    panel = claim_panel(runs, batch)
+    return _curves(runs, history, "epoch", "loss", "Training loss at the claim's batch (the paper's figure 6)",
+                   "epoch", "training loss", logy=True, only=panel) if panel else _empty("no finished runs")
+
+
+def wall_time_at_claim(runs: pd.DataFrame, history: pd.DataFrame, batch: int | None = None) -> Figure:
+    """The paper's figure 8: training loss against training time, one panel, at the claim's batch."""
+    panel = claim_panel(runs, batch)
+    return _curves(runs, history, "time_s", "loss", "Training loss against training time at the claim's batch "
+                   "(the paper's figure 8)", "train time (s): optimizer steps only", "training loss", logy=True,
+                   only=panel) if panel else _empty("no finished runs")
 
 
 def top1_during_training(runs: pd.DataFrame, history: pd.DataFrame) -> Figure:
@@ -301,8 +344,11 @@ FIGURES = {
     "top1_vs_batch": top1_vs_batch,
     "top1_vs_epoch_budget": top1_vs_epoch_budget,
     "loss_vs_epoch": loss_vs_epoch,
+    "loss_vs_epoch_at_claim": loss_vs_epoch_at_claim,
     "wall_time": wall_time,
+    "wall_time_at_claim": wall_time_at_claim,
     "top1_during_training": top1_during_training,
     "steps_to_target": steps_to_target,
 }
+AT_CLAIM = ("loss_vs_epoch_at_claim", "wall_time_at_claim")  # drawn at the declared claim's batch
 RUNS_ONLY = ("top1_vs_epoch_budget",)  # figures drawn from the runs table alone (top1_vs_batch: + reference)

@@ -15,16 +15,20 @@ import pandas as pd
 
 from bench.results import load_history, load_runs
 from plots import claims as claims_mod
-from plots import figures, stats
+from plots import critical_batch, figures, stats
 
 BASELINES = claims_mod.BASELINES
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"  # the profiles, for folders without study.json
 paper_gains = claims_mod.paper_gains
+FIGURES = {**figures.FIGURES, **critical_batch.FIGURES}  # every figure a results folder gets
 
 
 def draw(name: str, runs: pd.DataFrame, history: pd.DataFrame, reference: pd.DataFrame | None,
-         paper_dataset: str):
-    """Figure ``name`` of ``figures.FIGURES`` from the tables it needs."""
-    make = figures.FIGURES[name]
+         paper_dataset: str, claim_batch: int | None = None):
+    """Figure ``name`` of ``FIGURES`` from the tables it needs (``claim_batch``: the primary claim's)."""
+    make = FIGURES[name]
+    if name in figures.AT_CLAIM:
+        return make(runs, history, claim_batch)
     if name == "top1_vs_batch":
         return make(runs, reference, paper_dataset)
     if name in figures.RUNS_ONLY:
@@ -32,9 +36,26 @@ def draw(name: str, runs: pd.DataFrame, history: pd.DataFrame, reference: pd.Dat
     return make(runs, history)
 
 
-def claims(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str = "cifar100") -> str:
+def claims(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str = "cifar100",
+           study: dict | None = None) -> str:
     """The claims report (Markdown) for one sweep's runs."""
-    return claims_mod.markdown(claims_mod.build(runs, reference, paper_dataset), reference)
+    return claims_mod.markdown(claims_mod.build(runs, reference, paper_dataset, study))
+
+
+def study(results_dir: Path) -> dict | None:
+    """The sweep's declaration: ``study.json`` (written by the sweep before its runs), else, for folders
+    written before it existed, ``experiments/<folder>.toml`` read now (said so in the document), else None."""
+    path = results_dir / "study.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    toml = EXPERIMENTS / f"{results_dir.name}.toml"
+    if toml.exists():
+        from bench import grid
+
+        sweep = grid.load(toml)
+        return {"sweep": sweep.name, "source": f"{toml} (read at report time: the folder has no study.json)",
+                "claim": sweep.claim, "tuning_fields": list(sweep.tuning)}
+    return None
 
 
 def write(results_dir: str | Path, out_dir: str | Path, reference_csv: str | Path | None = None,
@@ -53,18 +74,19 @@ def write(results_dir: str | Path, out_dir: str | Path, reference_csv: str | Pat
         reference = reference[reference.dataset == paper_dataset]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in figures.FIGURES:
-        fig = draw(name, runs, history, reference, paper_dataset)
+    declared = study(results_dir)
+    doc = claims_mod.build(runs, reference, paper_dataset, declared, history)
+    for name in FIGURES:
+        fig = draw(name, runs, history, reference, paper_dataset, doc["primary"]["global_batch"])
         for ext in ("png", "pdf"):
             path = out_dir / f"{name}.{ext}"
             fig.savefig(path, dpi=150)
             paths.append(path)
-    doc = claims_mod.build(runs, reference, paper_dataset)
     path = out_dir / "claims.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     paths.append(path)
     path = out_dir / "claims.md"
-    path.write_text(claims_mod.markdown(doc, reference))
+    path.write_text(claims_mod.markdown(doc))
     paths.append(path)
     return paths
 

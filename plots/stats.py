@@ -15,7 +15,6 @@ that survived.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 
@@ -25,15 +24,13 @@ from bench import config, intervals, results
 from bench.datasets import SPECS
 
 FINISHED = results.DONE  # runs that ended as a result
-# Fields that change no training (bench.config.NOT_TRAINING; plots reads only the results tables, so the
-# list is repeated here and tests/test_plots.py checks the two agree).
-NOT_TRAINING = ("sweep", "output_dir", "log_every_steps", "checkpoint_every_epochs", "eval_every_epochs",
-                "eval_batch", "target_top1")
+# Fields that change no training: bench.config's, the one rule (bench.config.identity)
+NOT_TRAINING = config.NOT_TRAINING
 # Fields a series runs across (a figure's x axis or panels), left out of the labels that tell series apart.
 POINT_FIELDS = ("optimizer", "global_batch", "epochs", "steps")
-# What one tunes per optimizer: the learning rate and the optimizer's own hyperparameters, and any field
-# whose values differ between optimizers (a sweep's [optimizer_overrides.NAME], see ``tuning_keys``).
-TUNING_FIELDS = ("base_lr", "hparams")
+# What optimizers are tuned in when a results folder has no declaration (study.json, bench.grid.declare):
+# the learning rate and (always) the optimizer's own hyperparameters.
+DEFAULT_TUNING = ("base_lr",)
 # training-set sizes, for the steps-per-epoch mapping between a profile and the paper
 TRAIN_SIZES = {name: spec.train_size for name, spec in SPECS.items() if name != "synthetic"}
 
@@ -66,20 +63,25 @@ def _present(row: dict, column: str) -> bool:
 def training_fields(row: dict) -> dict:
     """The fields of one runs row that change training, seed excluded, canonical (numbers as floats).
 
-    From the row's ``config`` JSON without the fields that change no training; the columns the runs
-    table records for itself (optimizer, batch, dataset, model, workers, the resolved hyperparameters)
-    take precedence, and ``workers`` is added (BatchNorm statistics are per worker).
+    bench.config.identity (the rule run_id and config_id hash) of the row's ``config`` JSON, where the columns
+    the runs table records for itself take precedence (optimizer, batch, dataset, model, workers, the
+    resolved hyperparameters; without an hparams column, the config's own, as plots never loads Keras) and
+    the data enter as the row's ``data_check`` (rows that recorded none are alike in it). A row without a
+    config JSON has only those columns and its epoch budget.
     """
-    cfg = json.loads(row["config"]) if _present(row, "config") else {}
-    fields = {k: v for k, v in cfg.items() if k not in NOT_TRAINING and k != "seed"}
-    for column in ("optimizer", "global_batch", "dataset", "model", "workers"):
-        if _present(row, column):
-            fields[column] = row[column]
+    columns = {c: row[c] for c in ("optimizer", "global_batch", "dataset", "model", "workers") if _present(row, c)}
+    hparams = None
     if _present(row, "hparams"):
-        fields["hparams"] = json.loads(row["hparams"]) if isinstance(row["hparams"], str) else row["hparams"]
-    if "epochs" not in fields and "steps" not in fields:
-        fields["epochs"] = budget_epochs(row)
-    return config.canonical(fields)
+        hparams = json.loads(row["hparams"]) if isinstance(row["hparams"], str) else row["hparams"]
+    if not _present(row, "config"):
+        fields = {**columns, **({} if hparams is None else {"hparams": hparams}), "epochs": budget_epochs(row)}
+        return config.canonical(fields)
+    values = {**json.loads(row["config"]), **columns}
+    data = str(row["data_check"]) if _present(row, "data_check") else ""
+    fields = config.identity(values, columns.get("workers"), data=data,
+                             hparams=values.get("hparams", {}) if hparams is None else hparams)
+    fields.pop("seed", None)
+    return fields
 
 
 def budget_epochs(row: dict) -> float:
@@ -91,13 +93,14 @@ def budget_epochs(row: dict) -> float:
     return round(float(row["epochs"]), 2)
 
 
-def _hash(fields: dict) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+_hash = config.hash_fields  # the run id's hash, of ``training_fields`` here
 
 
 def config_key(runs: pd.DataFrame) -> pd.Series:
-    """``config_id`` of every row: the trainer's column where it has one, else the hash of
-    ``training_fields`` (old folders). Same value = seeds of one configuration."""
+    """``config_id`` of every row: the column where it has one (the trainer's, or bench.results' for rows of
+    the first identity rule it re-derived), else "derived-" and the hash of ``training_fields`` (rows without
+    it that bench.results could not re-derive, e.g. without a config JSON). Same value = seeds of one
+    configuration."""
     written = runs.config_id if "config_id" in runs else pd.Series(None, index=runs.index, dtype=object)
     derived = [w if isinstance(w, str) and w else "derived-" + _hash(training_fields(r))
                for w, r in zip(written, runs.to_dict("records"), strict=True)]
@@ -141,33 +144,24 @@ def labels(fields: list[dict], skip: tuple = POINT_FIELDS) -> list[str]:
             for f in flat]
 
 
-def prepare(runs: pd.DataFrame) -> pd.DataFrame:
+def prepare(runs: pd.DataFrame, tuning: tuple = DEFAULT_TUNING) -> pd.DataFrame:
     """Finished runs with ``config_id``, ``budget`` (epochs), ``diverged`` (status diverged or no top-1),
     ``label`` (what tells its configuration apart from the folder's others) and ``setting`` (the same
-    without the tuning fields: base_lr and hparams); one row per (configuration, seed), the latest."""
+    without the fields optimizers are tuned in: ``tuning``, the sweep file's declaration, see
+    ``bench.grid.declare``; every hparams.* field is always one); one row per (configuration, seed), the latest.
+
+    The setting depends on the sweep file only, never on which runs have finished: a field that is the same
+    for every optimizer stays part of the setting while one optimizer's runs of it are pending."""
     done = finished(runs)
     if done.empty:
         return done.assign(config_id=[], budget=[], diverged=[], label=[], setting=[])
     records = done.to_dict("records")
     fields = [training_fields(r) for r in records]
+    hparams = tuple(sorted({k for f in fields for k in _flat(f) if k.startswith("hparams.")}))
     done = done.assign(config_id=config_key(done).to_numpy(), budget=[budget_epochs(r) for r in records],
                        diverged=(done.status == "diverged") | done.top1.isna(), label=labels(fields),
-                       setting=labels(fields, POINT_FIELDS + tuning_keys(fields)))
+                       setting=labels(fields, POINT_FIELDS + tuple(tuning) + hparams))
     return done.drop_duplicates(["config_id", "seed"], keep="last").reset_index(drop=True)
-
-
-def tuning_keys(fields: list[dict]) -> tuple:
-    """The fields an optimizer is tuned in: base_lr, every hparams.*, and each field whose set of values
-    differs between optimizers (an optimizer's own fields, e.g. its learning-rate grid or init_lr). The rest
-    (fields every optimizer was run at alike, e.g. a bn_momentum axis) make the *setting* a claim holds in."""
-    flat = [_flat(f) for f in fields]
-    keys = {k for f in flat for k in f} - set(POINT_FIELDS)
-    per_opt: dict = {}
-    for f in flat:
-        for k in keys:
-            per_opt.setdefault(k, {}).setdefault(f.get("optimizer"), set()).add(json.dumps(f.get(k), sort_keys=True))
-    own = {k for k, sets in per_opt.items() if len({frozenset(v) for v in sets.values()}) > 1}
-    return tuple(sorted(own | {"base_lr"} | {k for k in keys if k.startswith("hparams.")}))
 
 
 def summarize(prepared: pd.DataFrame) -> pd.DataFrame:

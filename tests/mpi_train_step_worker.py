@@ -2,7 +2,8 @@
 
 With 2 workers each rank gets one half of every global batch (micro 16, accumulation 1); with 1 worker
 the same global batch arrives as two micro-batches of 16 (accumulation 2). Both must end with the same
-weights. Usage: python mpi_train_step_worker.py OUT.npz [optimizer]
+weights, and the same squared norms of the gradient noise scale at each step.
+Usage: python mpi_train_step_worker.py OUT.npz [optimizer]
 """
 
 import sys
@@ -42,6 +43,9 @@ if world.size > 1:
     distributed.broadcast_state(model, opt)
 step = train.make_train_step(model, opt, lr, cfg, world, accumulation, num_classes=10)
 it = iter(ds)
-losses = [float(step(it)[0]) for _ in range(steps)]
+outs = [step(it) for _ in range(steps)]
+losses = [float(loss) for loss, _, _ in outs]
+# the gradient noise scale's squared norms of each step (tests/test_noise_scale.py)
+sq = {k: np.array([float(diag[k]) for _, _, diag in outs]) for k in ("grad_sq_small", "grad_sq_big")}
 if world.is_chief:
-    np.savez(out, *[w.numpy() for w in model.trainable_weights], losses=np.array(losses))
+    np.savez(out, *[w.numpy() for w in model.trainable_weights], losses=np.array(losses), **sq)

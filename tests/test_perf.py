@@ -143,11 +143,13 @@ def test_projection_adds_compute_allreduce_and_optimizer():
     assert len(table) == 4
 
 
-def _bench_json(path):
-    path.write_text(json.dumps({"when": "2026-01-01T00:00:00+00:00", "parameters": 1000,
-                                "machine": {"memory_bandwidth_gbs": 9.0},
-                                "optimizers": [{"optimizer": "momentum", "apply_ms": 1.0},
-                                               {"optimizer": "nlcg-fr", "apply_ms": 3.0}]}))
+def _bench_json(path, resnet50_table=True):
+    doc = {"when": "2026-01-01T00:00:00+00:00", "parameters": 1000, "machine": {"memory_bandwidth_gbs": 9.0},
+           "optimizers": [{"optimizer": "momentum", "apply_ms": 50.0}, {"optimizer": "nlcg-fr", "apply_ms": 70.0}]}
+    if resnet50_table:  # what the projection reads: apply measured on ResNet-50's variables (here 1000 "params")
+        doc["optimizer_apply_resnet50"] = [{"optimizer": "momentum", "apply_ms": 1.0, "parameters": 1000},
+                                           {"optimizer": "nlcg-fr", "apply_ms": 3.0, "parameters": 1000}]
+    path.write_text(json.dumps(doc))
     return path
 
 
@@ -167,6 +169,91 @@ def test_project_cli_writes_the_table_and_a_figure(tmp_path):
     assert rows["momentum", 64]["optimizer_s"] == pytest.approx(projection.RESNET50_PARAMETERS * 1e-6 / 100)
     assert rows["nlcg-fr", 64]["hours"] > rows["momentum", 64]["hours"] > rows["momentum", 128]["hours"]
     assert "rmsprop" in p.stdout  # named as not projected: bench.json has no apply_ms for it
+    # the precision the harness runs on GPUs by default: mixed_float16 at 1270 img/s per V100, named in the JSON
+    a = doc["assumptions"]
+    assert (a["precision"], a["images_per_s_per_gpu"], a["gradient_bytes"]) == ("mixed_float16", 1270.0, 4)
+    assert rows["momentum", 64]["compute_s"] == pytest.approx(65536 / 64 / 1270)
+
+
+def test_project_precision_and_compression_flags(tmp_path):
+    bench = str(_bench_json(tmp_path / "bench.json"))
+    p = run_cli(["project", "--bench", bench, "--gpus", "64", "--precision", "float32", "--allreduce-compression",
+                 "fp16", "--out", str(tmp_path / "a")], timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads((tmp_path / "a" / "projected_wall_time.json").read_text())
+    assert (doc["assumptions"]["precision"], doc["assumptions"]["images_per_s_per_gpu"]) == ("float32", 412.0)
+    row = doc["rows"][0]
+    assert row["compute_s"] == pytest.approx(65536 / 64 / 412)
+    # 2-byte gradients: half the bandwidth term of the ring allreduce
+    nbytes = 2 * projection.RESNET50_PARAMETERS
+    assert row["allreduce_s"] == pytest.approx(2 * 63 / 64 * nbytes / 12.5e9 + 2 * 63 * 5e-6)
+    for args, words in [(["--precision", "mixed_bfloat16"], "bfloat16"), (["--allreduce-compression", "bf16"], "bf16")]:
+        p = run_cli(["project", "--bench", bench, *args, "--out", str(tmp_path / "b")], timeout=120)
+        assert p.returncode == 2 and words in p.stderr and "valid" in p.stderr
+
+
+def test_project_needs_the_resnet50_apply_table(tmp_path):
+    bench = _bench_json(tmp_path / "bench.json", resnet50_table=False)  # an old bench.json: small-model apply only
+    p = run_cli(["project", "--bench", str(bench), "--out", str(tmp_path / "p")], timeout=120)
+    assert p.returncode == 2 and "optimizer_apply_resnet50" in p.stderr
+
+
+def test_apply_table_by_hand():
+    from bench.perf.bench_json import apply_table
+
+    rows = apply_table({"parameters": 2_000_000, "variables": 3, "steps_per_round": 2,
+                        "round_ms": {"momentum": [10.0, 12.0, 14.0], "nlcg-pr": [30.0, 30.0, 30.0]}})
+    m = rows[0]
+    assert (m["optimizer"], m["apply_ms"], m["rounds"]) == ("momentum", 12.0, 3)
+    assert m["apply_ms_ci95"] == pytest.approx(4.302653 * 2 / math.sqrt(3), rel=1e-5)  # t_{0.975,2} x se
+    assert m["apply_ms_per_million"] == pytest.approx(6.0)
+    assert rows[1]["apply_ms_ci95"] == 0.0
+
+
+def test_study_shapes_are_mini_s():
+    import tomllib
+
+    from bench.perf.bench_json import STUDY
+    from conftest import ROOT
+
+    mini = tomllib.loads((ROOT / "experiments" / "mini.toml").read_text())
+    assert {k: mini[k] for k in STUDY if k != "global_batch"} == {k: v for k, v in STUDY.items() if k != "global_batch"}
+    assert STUDY["global_batch"] == max(b for g in mini["grid"] for b in g["global_batch"])
+
+
+def _fake_measurements(step_peaks=(300, 100), whole_peaks=(1100, 1000)):
+    """in_process.run, children.scaling / memory / optimizers outputs, made up, for bench_json.entries."""
+    local = {"harness": [100.0, 110.0], "bare": [100.0, 100.0], "pipeline": [900.0, 900.0], "matmul": [1e9, 1e9],
+             "harness_bf16": [120.0, 132.0], "harness_xla": [90.0, 99.0], "train_flops_per_image": 1000,
+             "micro_batch": 256, "accumulation": 1, "matmul_n": 2048}
+    study = {**local, "harness": [80.0, 80.0], "micro_batch": 1536, "accumulation": 3}
+
+    def child(workers):
+        return {"workers": workers, "threads": 1, "micro_batch": 128, "accumulation": 1, "step_s": [0.1, 0.1],
+                "allreduce_s": [0.01], "images_per_s": 1000.0 * workers}
+
+    scale = {2: [child(2)], 1: [child(1)], "ceiling": [], "no_sync": []}
+    memory = [{"global_batch": b, "micro_batch": 256, "accumulation": b // 256, "model": "resnet8", "width": 4,
+               "peak_kib": whole, "peak_before_step_kib": 900, "rss_before_step_kib": 800, "peak_reset": True,
+               "step_peak_kib": own, "step_s": 1.0}
+              for b, own, whole in zip((98304, 512), step_peaks, whole_peaks, strict=True)]
+    table = [{"optimizer": n, "workers": 2, "round_ms": [10.0, 10.0], "apply_ms": 1.0, "samples": 4, "rounds": 2}
+             for n in ("momentum", "nlcg-fr")]
+    return local, scale, memory, table, study
+
+
+def test_entries_memory_compares_the_steps_own_peaks_and_bf16_target_follows_the_cpu():
+    from bench.perf.bench_json import entries
+
+    out = entries(*_fake_measurements(), bf16_target=True)
+    # the step's own peaks, 300 / 100 KiB; the whole processes' peaks (1100 / 1000) would give 1.1
+    assert out["accumulation_memory"]["ratio"] == pytest.approx(3.0)
+    assert out["accumulation_memory"]["meets_target"] is False
+    assert out["bf16_vs_fp32"]["ratio"] == pytest.approx(1.2) and out["bf16_vs_fp32"]["target"] == 1.1
+    assert out["harness_vs_bare_study"]["ratio"] == pytest.approx(0.8)
+    assert out["xla_vs_plain_study"]["ratio"] == pytest.approx(94.5 / 80)
+    plain = entries(*_fake_measurements(), bf16_target=False)["bf16_vs_fp32"]
+    assert plain["target"] is None and plain["meets_target"] is None
 
 
 def test_project_without_bench_json_exit_2(tmp_path):
@@ -187,6 +274,8 @@ def test_perf_json_quick_writes_every_entry(tmp_path):
     doc = json.loads(out.read_text())
     for key, (target, _) in TARGETS.items():
         e = doc[key]
+        if key == "bf16_vs_fp32" and not doc["machine"]["cpu_bf16_flags"]:
+            target = None  # no bfloat16 arithmetic on this CPU: reported only
         assert math.isfinite(e["ratio"]) and e["ratio"] > 0, key
         assert e["target"] == target and (e["meets_target"] is None) == (target is None), key
         for s in (e["numerator"], e["denominator"]):
@@ -194,7 +283,15 @@ def test_perf_json_quick_writes_every_entry(tmp_path):
     assert doc["scaling_2_workers"]["numerator"]["what"].startswith("2 worker")
     assert [len(r) for r in doc["scaling_no_sync"]["numerator"]["per_rank"]] == [2]  # both ranks, summed
     assert doc["accumulation_memory"]["numerator"]["accumulation"] == 8192 // 256
+    assert doc["harness_vs_bare_study"]["numerator"]["accumulation"] == 3  # 4608 in micro-batches of 1536
     assert [r["optimizer"] for r in doc["optimizers"]] == ["momentum", "nlcg-fr"]
-    assert doc["optimizers"][0]["workers"] == 2 and doc["parameters"] > 0
+    row = doc["optimizers"][0]
+    assert row["workers"] == 2 and doc["parameters"] > 0
+    assert row["step_ms_ci95"] == pytest.approx(ratios.t975(row["rounds"] - 1) * row["step_ms_se"])
+    assert row["step_ms_sd"] > 0 and "apply_ms_ci95" not in row  # a single step's spread is named sd
+    apply = {r["optimizer"]: r for r in doc["optimizer_apply_resnet50"]}
+    assert set(apply) == {"momentum", "rmsprop", "nlcg-fr", "nlcg-pr"}
+    assert apply["momentum"]["parameters"] == projection.RESNET50_PARAMETERS
+    assert apply["nlcg-pr"]["apply_ms"] > apply["momentum"]["apply_ms"] > 0  # 5 buffers against 1
     assert doc["machine"]["cpu_count"] >= 1 and doc["machine"]["cpu_model"] and doc["when"]
     assert "harness_vs_bare" in p.stdout and "nlcg-fr" in p.stdout  # the printed table

@@ -243,8 +243,9 @@ def test_tuned_comparison_chooses_on_validation_and_reports_test():
     own = pd.DataFrame(_seeds("r", "rmsprop", 4096, [0.7, 0.7], cfg={"init_lr": 0.01}, val_top1=0.7)
                        + _seeds("s", "rmsprop", 4096, [0.8, 0.8], cfg={"init_lr": 0.01, "base_lr": 0.02},
                                 val_top1=0.8) + _seeds("n", "nlcg-fr", 4096, [0.75, 0.76], val_top1=0.75))
-    assert stats.tuning_keys([stats.training_fields(r) for r in own.to_dict("records")]) == ("base_lr", "init_lr")
-    (tuned,) = claims.build(own, None)["tuned_claims"]
+    # declared by the sweep file (study.json's tuning_fields), not inferred from the runs that finished
+    study = {"claim": None, "tuning_fields": ["base_lr", "init_lr"]}
+    (tuned,) = claims.build(own, None, study=study)["tuned_claims"]
     assert tuned["setting"] == "" and tuned["baseline_chosen_base_lr"] == 0.02 and tuned["baseline_top1_mean"] == 0.8
     no_val = claims.build(runs.assign(val_top1=np.nan), None)
     assert no_val["tuned_claims"] == [] and "unfair" in no_val["tuned_note"]
@@ -318,7 +319,7 @@ def test_claims_of_the_old_fixture_against_the_papers_table():
     assert (large["baseline"], large["gain_points"], large["verdict"]) == ("momentum", 30.0, "inconclusive")
     assert large["paper_batch"] == 3413 and large["paper_reference_batch"] == 4096
     text = report.claims(RUNS, ref)
-    assert "+30.0 points" in text and "at batch 16384 its NLCG gain over its best baseline is +19.0 points" in text
+    assert "+30.00 points" in text and "at batch 16384 its NLCG gain over its best baseline is +19.0 points" in text
     assert "7 finished runs (1 diverged)" in text and "does not reach the claim's batch" in text
     assert "evidence about the trend, not a test of the claim" in text
 
@@ -332,12 +333,12 @@ def test_report_cli_writes_every_figure_and_the_claims_and_refuses_an_empty_fold
     assert p.returncode == 0, p.stderr[-3000:]
     out = tmp_path / "figs" / "toy"
     names = sorted(f.name for f in out.iterdir())
-    assert names == sorted([f"{n}.{e}" for n in figures.FIGURES for e in ("png", "pdf")] + ["claims.json", "claims.md"])
+    assert names == sorted([f"{n}.{e}" for n in report.FIGURES for e in ("png", "pdf")] + ["claims.json", "claims.md"])
     assert all(Path(out, n).stat().st_size > 500 for n in names)
     doc = json.loads((out / "claims.json").read_text())
     assert {"claims", "tuned_claims", "interval_method", "paper_claim", "mixed_commits"} <= set(doc)
     assert [e["gain_points"] for e in doc["claims"]] == [-2.0, 30.0]
-    assert "+30.0 points" in (out / "claims.md").read_text() and "# Claims: toy" in p.stdout
+    assert "+30.00 points" in (out / "claims.md").read_text() and "# Claims: toy" in p.stdout
     empty = run_cli(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "figs")])
     assert empty.returncode == 2 and "no finished runs" in empty.stderr
 
@@ -347,7 +348,7 @@ def test_profiles_expand_and_the_reference_table_is_the_papers():
 
     assert [len(sweep.load(ROOT / "experiments" / f"{p}.toml").runs) for p in
             ("mini", "mini_28", "mini_tuned", "mini_invariance", "cifar100_resnet32", "imagenet_resnet50")
-            ] == [84, 60, 72, 12, 32, 12]
+            ] == [156, 60, 72, 12, 32, 12]
     ref = pd.read_csv(REFERENCE)
     assert len(ref) == 32 and set(ref.optimizer) == {"nlcg-fr", "rmsprop", "momentum", "sgd"}
     assert ref.set_index(["global_batch", "optimizer"]).loc[(256, "nlcg-fr"), "top1"] == 0.684

@@ -1,5 +1,8 @@
 import errno
+import hashlib
+import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -10,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from test_config import write_fashion_files
 
-from bench import atomic, results
+from bench import atomic, config, datasets, results
 from conftest import ROOT
 
 
@@ -335,3 +339,113 @@ def test_finding_by_name_steps_over_a_killed_writers_gap_and_legacy_attempts(tmp
     assert sorted(os.listdir(tmp_path / "runs")) == ["a-a3.parquet"]
     _hide(monkeypatch, "a-a2.parquet", "a-a3.parquet")
     assert results.is_completed(tmp_path, "a")
+
+
+# ---- rows of the first identity rule ------------------------------------------------------------------
+
+FIRST_RULE_NOT_TRAINING = ("sweep", "output_dir", "log_every_steps", "checkpoint_every_epochs", "eval_every_epochs",
+                           "eval_batch", "target_top1")
+
+
+def first_rule_ids(values: dict, hparams: dict, workers: int) -> tuple[str, str]:
+    """run_id and config_id as the first rule made them, written out here on its own: every config field but
+    the seven above (the data's folder included), the resolved hyperparameters, the workers, numbers as
+    floats, SHA-256 of the sorted JSON; config_id the same without the seed."""
+    def canon(v):
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        if isinstance(v, int | float):
+            return float(v)
+        if isinstance(v, dict):
+            return {str(k): canon(x) for k, x in v.items()}
+        return [canon(x) for x in v]
+
+    d = canon({**{k: v for k, v in values.items() if k not in FIRST_RULE_NOT_TRAINING}, "hparams": hparams,
+               "workers": workers})
+    rid = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    d.pop("seed")
+    return rid, hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def first_rule_row(cfg, workers: int, status: str = "complete", **kw) -> dict:
+    """A runs row as the trainer wrote it before id_version: no id_version, no data_check, a config JSON
+    without precise_bn_batch (its eval_batch was PreciseBN's batch), the ids of the first rule."""
+    values = {k: v for k, v in cfg.to_dict().items() if k != "precise_bn_batch"}
+    hparams = cfg.resolved_hparams()
+    rid, cid = first_rule_ids(values, hparams, workers)
+    return {"run_id": rid, "config_id": cid, "sweep": cfg.sweep, "status": status, "top1": 0.5,
+            "optimizer": cfg.optimizer, "hparams": json.dumps(hparams, sort_keys=True), "dataset": cfg.dataset,
+            "workers": workers, "seed": cfg.seed, "config": json.dumps(values, sort_keys=True), **kw}
+
+
+def test_first_rule_rows_load_under_todays_ids_and_their_history_joins(tmp_path):
+    write_fashion_files(tmp_path / "old_place")
+    folder = tmp_path / "s"
+
+    def cfg(place, seed, **kw):
+        return config.make({"dataset": "fashion_mnist", "data_dir": str(tmp_path / place), "seed": seed, **kw})
+
+    old = [cfg("old_place", s, eval_batch=500) for s in (0, 1)]
+    old_ids = [first_rule_row(c, 1)["run_id"] for c in old]
+    assert old_ids[0] != old[0].run_id(1)  # the rule did change
+    results.append_run(folder, first_rule_row(old[0], 1, started_at="2026-01-01T00:00:00+00:00"),
+                       [{"step": s, "loss": 1.0} for s in (1, 2)])
+    results.append_run(folder, first_rule_row(old[1], 1, "failed", started_at="2026-01-01T00:00:01+00:00"),
+                       [{"step": 1, "loss": 9.0}])
+    now = [cfg("old_place", s) for s in (0, 1)]
+    new_ids = [c.run_id(1) for c in now]
+    # seed 1 retried under today's rule: a new file under its new id
+    results.append_run(folder, {**row("x"), **now[1].ids(1), "started_at": "2026-02-01T00:00:00+00:00",
+                                "workers": 1, "config": json.dumps(now[1].to_dict())},
+                       [{"step": s, "loss": 0.5} for s in (1, 2, 3)])
+    written = published(folder)
+
+    runs = results.load_runs(folder)  # the data are still in the rows' own folder
+    assert list(runs.run_id) == [new_ids[0], new_ids[1], new_ids[1]]
+    assert list(runs.config_id) == [now[0].config_id(1)] * 3
+    assert runs.legacy_run_id.tolist()[:2] == old_ids and pd.isna(runs.legacy_run_id[2])
+    assert (runs.data_check == results.data_check("fashion_mnist", str(tmp_path / "old_place"))).all()
+
+    # the study moved: the same files elsewhere, the old folder gone; the sweep says where the data are now
+    shutil.copytree(tmp_path / "old_place", tmp_path / "new_place")
+    shutil.rmtree(tmp_path / "old_place")
+    datasets.clear_data_checks()  # as a new process on the other cluster would see them
+    hint = {"fashion_mnist": str(tmp_path / "new_place")}
+    moved = [cfg("new_place", s).run_id(1) for s in (0, 1)]
+    assert moved == new_ids
+    assert list(results.load_runs(folder, hint).run_id) == [new_ids[0], new_ids[1], new_ids[1]]
+    assert results.completed_ids(folder, hint) == set(new_ids)
+    assert new_ids[0] not in results.completed_ids(folder)  # without the hint, the old rows' data are absent
+
+    hist = results.load_history(folder, data_dirs=hint)
+    assert set(hist.run_id) == set(new_ids)  # joins the runs table
+    first = hist[hist.run_id == new_ids[0]]
+    assert list(first.step) == [1, 2] and set(first.legacy_run_id) == {old_ids[0]}
+    retried = results.load_history(folder, new_ids[1], data_dirs=hint)  # the latest attempt: today's file
+    assert list(retried.step) == [1, 2, 3] and retried.legacy_run_id.isna().all()
+    every = results.load_history(folder, new_ids[1], all_attempts=True, data_dirs=hint)
+    assert list(every.loss) == [9.0, 0.5, 0.5, 0.5]
+    assert published(folder) == written  # nothing was rewritten
+
+
+def test_rows_written_before_a_field_existed_keep_their_run_under_todays_id(tmp_path):
+    # a row of today's rule whose config predates a field: it ran at the field's default, so it is today's run
+    cfg = config.make({"dataset": "synthetic", "seed": 3})
+    values = {k: v for k, v in cfg.to_dict().items() if k != "precise_bn_images"}
+    ids = cfg.ids(1)
+    older = {**{k: v for k, v in config.identity(values, 1, hparams=cfg.resolved_hparams(), data=ids["data_check"])
+                .items() if k != "precise_bn_images"}}
+    old_id = config.hash_fields(older)
+    assert old_id != ids["run_id"]
+    results.append_run(tmp_path, {**row(old_id), **{k: v for k, v in ids.items() if k != "run_id"}, "workers": 1,
+                                  "hparams": json.dumps(cfg.resolved_hparams()), "config": json.dumps(values)},
+                       [{"step": 1, "loss": 1.0}])
+    runs = results.load_runs(tmp_path)
+    assert (runs.run_id[0], runs.legacy_run_id[0]) == (ids["run_id"], old_id)
+    assert results.completed_ids(tmp_path) == {ids["run_id"]}
+    assert set(results.load_history(tmp_path).run_id) == {ids["run_id"]}
+    # and a row whose ids are today's is left alone
+    results.append_run(tmp_path / "b", {**row("x"), **ids, "workers": 1, "config": json.dumps(cfg.to_dict()),
+                                        "hparams": json.dumps(cfg.resolved_hparams())}, [])
+    again = results.load_runs(tmp_path / "b")
+    assert again.run_id[0] == ids["run_id"] and again.legacy_run_id.isna().all()

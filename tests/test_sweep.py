@@ -2,13 +2,16 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 
 import pytest
+from test_config import write_fashion_files
+from test_results import first_rule_row
 
-from bench import sweep
+from bench import attempts, config, datasets, results, sweep
 from bench.config import ConfigError
 from bench.results import load_history, load_runs
 from conftest import PYTHON, ROOT, requires_horovod, run_cli
@@ -108,6 +111,9 @@ def test_sweep_runs_skips_finished_and_extends(tmp_path):
     runs = load_runs(tmp_path / "results" / "toy")
     assert sorted(runs.optimizer) == ["momentum", "nlcg-fr"] and (runs.status == "complete").all()
     assert "2 runs, 0 done, 2 to run" in p.stdout
+    study = json.loads((tmp_path / "results" / "toy" / "study.json").read_text())  # declared before training
+    assert study["claim"]["global_batch"] == 64 and study["claim"]["declared"] is False
+    assert study["declared_at"] <= runs.started_at.min()
 
     again = run_cli(["sweep", str(path)])  # idempotent: nothing to run, nothing appended
     assert again.returncode == 0 and "2 runs, 2 done, 0 to run" in again.stdout
@@ -230,3 +236,38 @@ def test_a_sweep_file_given_to_train_says_how_to_run_it(tmp_path):
     p = run_cli(["train", "--config", str(path)])
     assert p.returncode == 2 and f"python -m bench sweep {path}" in p.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_moved_study_finds_the_runs_it_finished_under_the_first_identity_rule(tmp_path):
+    """Rows written before id_version (their ids hashed the data's folder and eval_batch): the same grid, its
+    data now elsewhere and another eval_batch, lists them as done, in the sweep and in --dry-run."""
+    write_fashion_files(tmp_path / "cluster_a")
+    body = f"""
+output_dir = "{tmp_path}/results"
+dataset = "fashion_mnist"
+image_size = 8
+width = 4
+epochs = 1.0
+"""
+    path = tmp_path / "toy.toml"
+    path.write_text(body + f'data_dir = "{tmp_path}/cluster_a"\neval_batch = 500\n[grid]\nseed = [0, 1, 2]\n')
+    before = sweep.load(path)
+    folder = before.runs[0].results_dir
+    for cfg in before.runs[:2]:
+        results.append_run(folder, first_rule_row(cfg, 1), [{"step": 1, "loss": 1.0}])
+    # the other cluster: the same files in another folder, and the first one gone
+    shutil.copytree(tmp_path / "cluster_a", tmp_path / "cluster_b")
+    shutil.rmtree(tmp_path / "cluster_a")
+    datasets.clear_data_checks()
+    path.write_text(body + f'data_dir = "{tmp_path}/cluster_b"\n[grid]\nseed = [0, 1, 2]\n')
+    after = sweep.load(path)
+    assert [c.seed for c in sweep.pending(after, 1)] == [2]
+    assert list(sweep.status(after, 1).state) == ["complete", "complete", "pending"]
+    assert set(load_history(folder, data_dirs={"fashion_mnist": str(tmp_path / "cluster_b")}).run_id) == {
+        c.run_id(1) for c in after.runs[:2]}
+    dry = run_cli(["sweep", str(path), "--dry-run"])
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert dry.stdout.count("complete") == 2 and "3 runs on 1 worker(s) each, 1 to run" in dry.stdout
+    # rows written today carry the rule: a crashed attempt's row too
+    crashed = attempts.crash_row(after.runs[2], 1, {}, "killed")
+    assert (crashed["run_id"], crashed["id_version"]) == (after.runs[2].run_id(1), config.ID_VERSION)

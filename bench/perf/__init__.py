@@ -7,8 +7,9 @@ imports this module or ``bench_json``):
 - ``__init__`` (here): the ``perf`` command, ``add_arguments`` and ``main``.
 - ``bench_json``: bench.json: every entry measured, assembled, printed as a table and written.
 - ``optimizer_table``: the per-optimizer step-time table (step, ``opt.apply`` alone, allreduce alone).
-- ``in_process``: the in-process comparisons (harness step, bare loop, input pipeline, matmul peak) and the
-  machine's memory copy bandwidth.
+- ``in_process``: the in-process comparisons (harness step and its bfloat16 and XLA variants, bare loop,
+  input pipeline, matmul peak), each optimizer's apply on ResNet-50's variables, and the machine's memory
+  copy bandwidth.
 - ``children``: the child processes (``python -m bench.perf.children``) and their launch: scaling over
   workers, peak memory under accumulation, the optimizer table on 2 workers.
 - ``timing``: the one timing helper (a clock that waits for TensorFlow, the garbage collector held off,
@@ -34,8 +35,9 @@ warm-up steps and one untimed interleaved round. It also times ``opt.apply`` alo
 optimizer's own cost, which is what NLCG adds over Momentum; and the gradient allreduce alone (one grouped
 Horovod allreduce of the model's gradients; 0 on one worker, whose step has none). ``compute_ms`` is the
 rest of the step: step - apply - allreduce (forward, backward, input pipeline; an estimate, as the parts
-overlap). Reported: mean +- 1.96 sd of the step time over steps, its standard error over rounds, images/s
-(global), and each optimizer's ratio to the first one (the baseline).
+overlap). Reported: the mean step time, the standard deviation of single steps (``step_ms_sd``: how much a
+step varies), the standard error of the mean over rounds (``step_ms_se``) and the half-width of its 95 %
+Student t interval (``step_ms_ci95``), images/s (global), and each optimizer's ratio to the first one.
 
 ``python -m bench perf --json results/bench/bench.json [--config X.toml] [--quick]`` (outside mpirun: it
 launches its own workers; without a config, the default study's workload: resnet8 on Fashion-MNIST,
@@ -48,15 +50,26 @@ entry):
 - ``harness_vs_bare`` >= 0.95: the harness's train step (make_train_step, data from train_dataset, one
   worker on every core) in images/s over a bare tf.function loop on the same model, batch, loss (with L2)
   and optimizer (momentum), one fixed batch in memory (``in_process``).
+- ``harness_vs_bare_study`` >= 0.8: the same at the default study's own shapes (``bench_json.STUDY``, as
+  experiments/mini.toml trains: Fashion-MNIST at 8x8, resnet8 width 8, micro-batches of 1536 accumulated 3
+  times for the global 4608), measured in its own interleaved rounds.
+- ``bf16_vs_fp32`` >= 1.1 on a CPU with bfloat16 arithmetic (``avx512_bf16`` or AMX in /proc/cpuinfo,
+  recorded as ``machine.cpu_bf16_flags``; reported only elsewhere): the harness step's images/s under
+  ``precision = "mixed_bfloat16"`` over float32, the same rounds (paired). ``bf16_vs_fp32_study``
+  (reported): the same at the study's shapes.
+- ``xla_vs_plain`` and ``xla_vs_plain_study`` (reported): the harness step with ``jit_compile = true`` over
+  the plain one, at the workload's and at the study's shapes, the same rounds (paired).
 - ``scaling_2_workers`` >= 1.15: images/s of ``mpirun -np 2`` (each its share of the cores, from
   bench.distributed.init) over ``mpirun -np 1`` (every core; twice the micro-batch, same accumulation) at
   the same global batch, child processes alternated over rounds (``children``).
 - ``nlcg_vs_momentum_step`` <= 1.05: NLCG-FR's step time over Momentum's (means of the same rounds, paired),
   from the per-optimizer table, run on 2 workers (the default study's set-up) and stored in full under
   ``optimizers`` (by default the study's momentum, nlcg-fr, nlcg-pr, rmsprop; ``--optimizers`` adds others).
-- ``accumulation_memory`` <= 1.2: peak resident memory (VmHWM) of one step at global batch 98304 over one
-  at 512, micro-batches of 256, each in its own process; the CIFAR ResNets at width 4 (384 micro-steps
-  must fit the time; the question is whether memory grows with accumulation, not this model's size).
+- ``accumulation_memory`` <= 1.2: the step's own peak memory at global batch 98304 over the one at 512,
+  micro-batches of 256, each in its own process: the peak resident set during ONE step (VmHWM, reset just
+  before the step through /proc/self/clear_refs) minus the resident set before it, so the process's
+  set-up (TensorFlow, the data, the model) counts on neither side; the CIFAR ResNets at width 4 (384
+  micro-steps must fit the time; the question is whether memory grows with accumulation).
 - ``input_headroom`` >= 3: images/s of the input pipeline alone (train_dataset, no model) over the train
   step's (the harness side of harness_vs_bare).
 - ``flops_share`` >= 0.25: achieved FLOP/s (the model's forward + backward FLOPs per image,
@@ -64,7 +77,8 @@ entry):
   in the same rounds as the best of a few 2048 x 2048 float32 matmuls (2 N^3 FLOPs each).
 - ``allreduce_share`` (reported only): the gradient allreduce alone over the step, both on 2 workers.
 - ``scaling_ceiling`` (reported only): two plain 1-thread processes training at once, each on half the
-  global batch, no MPI and no Horovod (images/s summed), over the same 1-worker side: the hardware's
+  global batch, no MPI and no Horovod (launched without mpirun, ``--no-horovod``: Horovod is never
+  initialised, so no background thread), images/s summed, over the same 1-worker side: the hardware's
   ceiling for ``scaling_2_workers``; their gap is the cost of synchronising every step.
 - ``scaling_no_sync`` (reported only): the 2 workers' job (``mpirun -np 2``, Horovod initialised, its
   background thread and MPI's progress running) with each rank training its half alone, no collective per
@@ -73,11 +87,13 @@ entry):
   ``allreduce_share``, and waiting for the slower rank).
 
 bench.json also holds ``machine`` (bench.provenance: host, CPUs, model name, memory, versions, git commit;
-and the memory's copy bandwidth, the load when it started and ended), ``when``, ``duration_s`` and
-``phase_s``, ``workload`` (the config), ``parameters`` (of the measured model: ``bench project`` turns
-apply_ms into a cost per parameter) and the sizes used (``bench_json.FULL``: about 8-10 minutes on 2
-cores). ``--quick`` runs every entry at reduced sizes (``bench_json.QUICK``: fewer rounds and steps, batch
-8192 for the memory entry, momentum and nlcg-fr only) to check the machinery, not the speed. Child
+the memory's copy bandwidth, the CPU's bfloat16 flags, the load when it started and ended), ``when``,
+``duration_s`` and ``phase_s``, ``workload`` and ``study_workload`` (the configs), ``parameters`` (of the
+measured model), ``optimizer_apply_resnet50`` (``opt.apply`` of each optimizer on ResNet-50's 25.6 M
+parameters, with its 95 % interval over rounds: what ``bench project`` reads) and the sizes used
+(``bench_json.FULL``: about 7-10 minutes on 2 cores). ``--quick`` runs every entry at reduced sizes
+(``bench_json.QUICK``: fewer rounds and steps, batch 8192 for the memory entry, momentum and nlcg-fr only in
+the table, the four study optimizers on ResNet-50) to check the machinery, not the speed. Child
 processes start as ``python -m bench.perf.children`` through the harness's own launch line
 (``bench.environment.relaunch_command``), so launcher and thread settings of the harness apply to them too.
 

@@ -8,15 +8,17 @@ it sets up its environment as ``python -m bench`` does, before TensorFlow starts
   train_dataset) after warm-up, ``--steps`` steps; with several workers also the gradient allreduce alone
   (one grouped Horovod allreduce of the model's gradient shapes), each step followed by one allreduce.
   ``--no-sync``: every rank trains its share as a world of one (no collective), Horovod and MPI running as
-  in the job.
+  in the job. ``--no-horovod`` (a plain process, no mpirun): Horovod is never initialised; the child is a
+  world of one with the threads its environment gives it (the ceiling's processes).
 - ``memory``: ONE step of the harness's train step at the config's global batch in micro-batches of its
   ``per_worker_batch`` (accumulation), then the process's peak resident memory (VmHWM of /proc/self/status).
 - ``optimizers``: the per-optimizer table of ``bench.perf.optimizer_table.run``.
 
 Each child calls ``bench.distributed.init`` before anything touches TensorFlow's runtime (it sets the
-thread pools, which cannot change after that), then reads the config. TensorFlow is imported inside the
-child-side functions, not at the top: ``__main__`` below sets the environment TensorFlow reads when it
-starts, so nothing may import it before.
+thread pools, which cannot change after that), then reads the config; with ``--no-horovod`` it does not,
+and TensorFlow takes its pools from TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS (set by the parent).
+TensorFlow is imported inside the child-side functions, not at the top: ``__main__`` below sets the
+environment TensorFlow reads when it starts, so nothing may import it before.
 
 Parent side: ``launch`` runs a child with the harness's launch line (``bench.environment.relaunch_command``);
 ``scaling`` rotates ``mpirun -np 2``, ``-np 1``, a pair of plain 1-thread throughput children
@@ -49,14 +51,32 @@ ROOT = Path(__file__).resolve().parents[2]  # children start here, as `python -m
 
 
 # ------------------------------------------------------------------------------------------ child side
-def _peak_kib() -> int:
+def _status_kib(field: str) -> int | None:
+    """A memory line of /proc/self/status in KiB (``VmHWM``: the peak resident set, ``VmRSS``: the current)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
+    return None
+
+
+def _peak_kib() -> int:
+    peak = _status_kib("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def _reset_peak() -> bool:
+    """Reset the process's peak resident set (VmHWM) to its current size (Linux: ``5`` to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _split(cfg, world):
@@ -114,16 +134,22 @@ def _sides(cfg, world, micro: int, accumulation: int, step_s: list[float], **mea
 
 
 def _memory(cfg, world) -> dict:
-    """Peak resident memory (KiB) before and after ONE train step of ``cfg``, and the step's seconds."""
+    """What ONE train step of ``cfg`` adds to the process's memory: ``step_peak_kib``, its peak resident set
+    (the peak reset just before it where Linux allows, else the peak so far) over the resident set before
+    it; also the whole process's peaks before and after (KiB) and the step's seconds."""
     from bench.perf.timing import setup, timed
 
     info, micro, accumulation = _split(cfg, world)
     step = setup(cfg, world, micro, accumulation, info).step
-    before = _peak_kib()
+    peak_before = _peak_kib()
+    reset = _reset_peak()
+    rss_before = _status_kib("VmRSS") or 0
     step_s = timed(step, 1)[0]
+    peak = _peak_kib()
     return {"global_batch": cfg.global_batch, "micro_batch": micro, "accumulation": accumulation,
-            "width": cfg.width, "model": cfg.model, "peak_kib": _peak_kib(), "peak_before_step_kib": before,
-            "step_s": step_s}
+            "width": cfg.width, "model": cfg.model, "peak_kib": peak, "peak_before_step_kib": peak_before,
+            "rss_before_step_kib": rss_before, "peak_reset": reset,
+            "step_peak_kib": peak - (rss_before if reset else peak_before), "step_s": step_s}
 
 
 def main(argv=None) -> int:
@@ -138,10 +164,12 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--optimizers", default="momentum,nlcg-fr")
     p.add_argument("--no-sync", action="store_true", help="throughput: every rank alone, no collective per step")
+    p.add_argument("--no-horovod", action="store_true", help="a plain process: no Horovod, a world of one")
     args = p.parse_args(argv)
     from bench import config, distributed
 
-    world = distributed.init()  # first: the thread pools cannot change once TF's runtime has started
+    # first: the thread pools cannot change once TF's runtime has started
+    world = distributed.World() if args.no_horovod else distributed.init()
     cfg = config.make(json.loads(Path(args.config_json).read_text()))
     if args.mode == "throughput":
         out = _throughput(cfg, world, args.steps, args.warmup, args.no_sync)
@@ -229,9 +257,10 @@ def launch_concurrent(cfgs: list, mode: str, *args: str, env: dict | None = None
 
 
 def launch_pair(cfg, *args: str) -> list[dict]:
-    """Two plain throughput children at once, one thread each, no MPI and no Horovod between them: what two
-    workers could reach on this host if synchronising cost nothing (the ceiling of scaling_2_workers)."""
-    return launch_concurrent([cfg, cfg], "throughput", *args,
+    """Two plain throughput children at once, one thread each, no MPI and no Horovod (never initialised):
+    what two workers could reach on this host if synchronising cost nothing (the ceiling of
+    scaling_2_workers)."""
+    return launch_concurrent([cfg, cfg], "throughput", *args, "--no-horovod",
                              env={"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"})
 
 

@@ -1,10 +1,12 @@
-"""The in-process comparisons of ``bench perf --json``: four things timed in interleaved rounds in one
-process (one worker, every core): the harness's train step, a bare training loop, the input pipeline
-alone, and a large matmul (the machine's fp32 peak). Each round times one block of each, so machine noise
-hits all four. Also the machine's memory copy bandwidth, for bench.json's ``machine`` block.
+"""The in-process comparisons of ``bench perf --json``: things timed in interleaved rounds in one process
+(one worker, every core): the harness's train step in its variants (float32, mixed_bfloat16, XLA), a bare
+training loop, the input pipeline alone, and a large matmul (the machine's fp32 peak). Each round times one
+block of each, so machine noise hits all of them. Also the machine's memory copy bandwidth, for
+bench.json's ``machine`` block, and ``optimizer_apply``: each optimizer's ``apply`` on ResNet-50's variables.
 
 - harness: ``bench.train.make_train_step`` (world size 1) fed by ``bench.data.train_dataset``, momentum
-  (bench.perf.timing.setup).
+  (bench.perf.timing.setup), float32 without XLA; the variants (``VARIANTS``) are the same step with
+  ``precision = "mixed_bfloat16"`` or ``jit_compile = true`` (a model of their own, same seed).
 - bare: the same model (``bench.models.build``, same seed), batch, loss (cross-entropy + L2 on the same
   weights) and optimizer (Keras SGD with momentum 0.9), written here as a plain tf.function on one fixed
   batch already in memory: no tf.data, no Horovod, no schedule, no diagnostics.
@@ -25,6 +27,14 @@ from bench import data, distributed, models, schedule
 from bench.config import RunConfig
 from bench.perf.flops import train_flops_per_image
 from bench.perf.timing import WARMUP_STEPS, gc_off, one_worker_split, rotated, setup, timed
+
+# the harness step's variants: run-config fields over the workload's (the key is the side's name); "harness" is
+# float32 without XLA whatever the workload says, as the bare loop is, so that every ratio has one baseline
+VARIANTS = {"harness": {"precision": "float32", "jit_compile": False},
+            "harness_bf16": {"precision": "mixed_bfloat16", "jit_compile": False},
+            "harness_xla": {"precision": "float32", "jit_compile": True}}
+# what ``optimizer_apply`` times: the projection's optimizers and the baselines the paper compares
+APPLY_OPTIMIZERS = ("momentum", "rmsprop", "nlcg-fr", "nlcg-pr", "lars", "lamb")
 
 MATMUL_N = 2048
 MATMUL_BEST_OF = 3
@@ -93,35 +103,38 @@ def _matmul(n: int):
 
 
 def run(cfg: RunConfig, rounds: int, steps: int, warmup: int = WARMUP_STEPS, matmul_n: int = MATMUL_N,
-        matmul_best_of: int = MATMUL_BEST_OF) -> dict:
-    """Time harness, bare loop, pipeline and matmul in ``rounds`` interleaved rounds of ``steps`` steps
-    (the pipeline: at least ``PIPELINE_BATCHES`` micro-batches). Returns per-round samples:
-    images/s of harness, bare and pipeline, FLOP/s of the matmul (best of the round), the model's
-    training FLOPs per image, and the split used."""
-    cfg = replace(cfg, optimizer="momentum", hparams={})
+        matmul_best_of: int = MATMUL_BEST_OF, variants=tuple(VARIANTS), split: tuple[int, int] | None = None,
+        extras: bool = True) -> dict:
+    """Time the harness step's ``variants`` (keys of VARIANTS), the bare loop and, with ``extras``, the
+    pipeline and the matmul in ``rounds`` interleaved rounds of ``steps`` steps (the pipeline: at least
+    ``PIPELINE_BATCHES`` micro-batches). ``split``: (micro_batch, accumulation) of the one worker (default
+    ``one_worker_split``). Returns per-round samples: images/s of each variant, bare and pipeline, FLOP/s
+    of the matmul (best of the round), the model's training FLOPs per image, and the split used."""
+    cfg = replace(cfg, optimizer="momentum", hparams={}, precision="float32", jit_compile=False)
     data.check(cfg)
     info = data.info(cfg)
-    micro, accumulation = one_worker_split(cfg)
+    micro, accumulation = split or one_worker_split(cfg)
     images_per_step = micro * accumulation
-    harness = setup(cfg, distributed.World(), micro, accumulation, info)  # one worker: no collective
-    model = harness.model
+    steps_of = {name: setup(replace(cfg, **VARIANTS[name]), distributed.World(), micro, accumulation, info)
+                for name in variants}  # one worker: no collective
+    model = steps_of["harness"].model
     batch = next(iter(data.train_dataset(cfg, workers=1, rank=0, micro_batch=micro, accumulation=1)))
     batch = (tf.identity(batch[0]), tf.identity(batch[1]))
     bare, _ = _bare_step(cfg, info, micro, accumulation, batch)
-    pull = _pipeline(cfg, micro, accumulation)
-    mm = _matmul(matmul_n)
+    sides = {**{name: t.step for name, t in steps_of.items()}, "bare": bare}
+    pull, mm = (_pipeline(cfg, micro, accumulation), _matmul(matmul_n)) if extras else (None, None)
     pipeline_n = max(PIPELINE_BATCHES, steps * accumulation)
-    for fn in (harness.step, bare, pull, mm):  # compile and warm up
+    for fn in [*sides.values(), *((pull, mm) if extras else ())]:  # compile and warm up
         timed(fn, warmup)
-    sides = {"harness": harness.step, "bare": bare}
-    out = {"harness": [], "bare": [], "pipeline": [], "matmul": []}
+    out = {name: [] for name in [*sides, *(("pipeline", "matmul") if extras else ())]}
     with gc_off():
         for r in range(rounds):
             for name in rotated(list(sides), r):  # alternate which goes first
                 out[name].append(images_per_step * steps / _block(sides[name], steps))
-            timed(pull, PIPELINE_DRAIN)  # empty what the pipeline prefetched while the others ran
-            out["pipeline"].append(micro * pipeline_n / _block(pull, pipeline_n))
-            out["matmul"].append(2 * matmul_n**3 / min(timed(mm, matmul_best_of)))
+            if extras:
+                timed(pull, PIPELINE_DRAIN)  # empty what the pipeline prefetched while the others ran
+                out["pipeline"].append(micro * pipeline_n / _block(pull, pipeline_n))
+                out["matmul"].append(2 * matmul_n**3 / min(timed(mm, matmul_best_of)))
     return {**out, "train_flops_per_image": train_flops_per_image(model),
             "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
             "micro_batch": micro, "accumulation": accumulation, "images_per_step": images_per_step,
@@ -134,3 +147,35 @@ def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
     src = np.ones(megabytes * 2**20 // 8)
     dst = np.empty_like(src)
     return 2 * src.nbytes / min(timed(lambda: np.copyto(dst, src), repeats)) / 1e9
+
+
+def optimizer_apply(names=APPLY_OPTIMIZERS, rounds: int = 5, steps: int = 3, warmup: int = 2) -> dict:
+    """Milliseconds of ``opt.apply`` per optimizer on ResNet-50's trainable variables (keras.applications,
+    1000 classes: 25.6 M parameters in 214 variables), on fixed float32 gradients, in interleaved rounds of
+    ``steps`` calls: the optimizer's own cost at the size ``bench project`` projects, measured rather than
+    scaled from the small model. Returns {"parameters", "variables", "round_ms": {name: [ms per round]}}."""
+    import optimizers
+
+    model = models.build("resnet50", (224, 224, 3), 1000)
+    variables = model.trainable_variables
+    grads = [tf.random.normal(v.shape, stddev=1e-3, seed=i) for i, v in enumerate(variables)]
+    loss = tf.constant(1.0)
+    fns = {}
+    for name in names:
+        opt = optimizers.get(name, 1e-3)
+        opt.build(variables)
+
+        @tf.function
+        def apply_only(opt=opt):
+            opt.apply(grads, variables, loss=loss)
+            return loss
+
+        fns[name] = apply_only
+        timed(apply_only, warmup)
+    out = {name: [] for name in names}
+    with gc_off():
+        for r in range(rounds):
+            for name in rotated(list(names), r):
+                out[name].append(1e3 * math.fsum(timed(fns[name], steps)) / steps)
+    return {"parameters": int(sum(np.prod(v.shape) for v in variables)), "variables": len(variables),
+            "round_ms": out, "steps_per_round": steps}

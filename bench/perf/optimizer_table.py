@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 import optimizers
-from bench import data, distributed
+from bench import data, distributed, intervals
 from bench.config import ConfigError, RunConfig
 from bench.perf.timing import WARMUP_STEPS, gc_off, rotated, setup, timed
 
@@ -33,12 +33,14 @@ def check_names(names: list[str]) -> None:
 def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -> pd.DataFrame:
     """Time ``names`` on the workload of ``cfg``; one row per optimizer (the first is the baseline).
 
-    Times in ms: ``step_ms`` (mean over every timed step, with ``step_ms_ci95`` = 1.96 sd over steps),
-    ``apply_ms``, ``allreduce_ms`` (0 on one worker) and ``compute_ms``; ``images_per_s`` is global;
-    ``step_ratio`` and ``apply_ratio`` are over the first optimizer's. ``step_ms_se`` is the standard error
-    of the mean step time over the rounds' means (each round times ``steps`` consecutive steps of every
-    optimizer in turn, starting one later each round); ``round_ms`` lists those means, round by round (the
-    same rounds for every row: bench.json pairs them)."""
+    Times in ms: ``step_ms`` (mean over every timed step), ``apply_ms``, ``allreduce_ms`` (0 on one worker)
+    and ``compute_ms``; ``images_per_s`` is global; ``step_ratio`` and ``apply_ratio`` are over the first
+    optimizer's. ``step_ms_sd`` and ``apply_ms_sd`` are the standard deviations of single steps (how much one
+    step varies, not an interval). ``step_ms_se`` is the standard error of the mean step time over the
+    rounds' means (each round times ``steps`` consecutive steps of every optimizer in turn, starting one
+    later each round) and ``step_ms_ci95`` the half-width of its 95 % Student t interval (rounds - 1
+    degrees of freedom); ``round_ms`` lists those means, round by round (the same rounds for every row:
+    bench.json pairs them)."""
     world = world or distributed.init()
     check_names(names)
     data.check(cfg)
@@ -68,13 +70,14 @@ def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -
     for name in names:
         s, a = np.asarray(step_t[name]), np.asarray(apply_t[name])
         round_means = s.reshape(rounds, steps).mean(axis=1)
+        se = 1e3 * round_means.std(ddof=1) / math.sqrt(rounds) if rounds > 1 else math.nan
         rows.append({
             "optimizer": name, "model": cfg.model, "dataset": cfg.dataset, "global_batch": cfg.global_batch,
             "workers": world.size, "micro_batch": micro, "accumulation": accumulation,
-            "step_ms": 1e3 * s.mean(), "step_ms_ci95": 1e3 * 1.96 * s.std(ddof=1),
-            "step_ms_se": 1e3 * round_means.std(ddof=1) / math.sqrt(rounds) if rounds > 1 else math.nan,
+            "step_ms": 1e3 * s.mean(), "step_ms_sd": 1e3 * s.std(ddof=1), "step_ms_se": se,
+            "step_ms_ci95": intervals.t975(rounds - 1) * se if rounds > 1 else math.nan,
             "images_per_s": cfg.global_batch / s.mean(), "step_ratio": s.mean() / base_step,
-            "apply_ms": 1e3 * a.mean(), "apply_ms_ci95": 1e3 * 1.96 * a.std(ddof=1),
+            "apply_ms": 1e3 * a.mean(), "apply_ms_sd": 1e3 * a.std(ddof=1),
             "apply_ratio": a.mean() / base_apply, "allreduce_ms": 1e3 * np.mean(reduce_t[name]),
             "compute_ms": 1e3 * (s.mean() - a.mean() - np.mean(reduce_t[name])), "samples": len(s),
             "rounds": rounds, "round_ms": [1e3 * float(m) for m in round_means],

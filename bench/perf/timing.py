@@ -123,7 +123,8 @@ def setup(cfg: RunConfig, world, micro: int, accumulation: int, info) -> TrainSt
     @tf.function
     def allreduce_only():
         # tf.identity: graph tensors (Horovod names its ops after them); returning the result keeps it run
-        reduced, mean_loss = distributed.mean_over_workers([tf.identity(g) for g in grads], loss, world)
+        reduced, mean_loss = distributed.mean_over_workers([tf.identity(g) for g in grads], loss, world,
+                                                           cfg.allreduce_compression)
         return mean_loss, reduced
 
     return TrainStep(lambda: step(it), apply_only, allreduce_only, model)

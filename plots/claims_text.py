@@ -1,0 +1,132 @@
+"""claims.md, written from the claims document (plots.claims.build) alone: every number and verdict in the
+prose is the JSON's, and each interval is printed at the precision that shows the sign that decided its
+verdict (plots.inference.signed_interval)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from plots.inference import p_text, signed_interval
+
+
+def _pm(mean, ci, n: int) -> str:
+    if mean is None:
+        return f"undefined ({n} seeds)"
+    return f"{mean:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}] over {n} seeds" if ci else
+                            f" ({n} seed{'s' if n > 1 else ''}, no interval)")
+
+
+def _f4(x) -> str:
+    return "undefined (a seed diverged)" if x is None else f"{x:.4f}"
+
+
+def _seeds(seeds) -> str:
+    return ", ".join(map(str, seeds)) if seeds else "none"
+
+
+def primary_lines(doc: dict) -> list[str]:
+    p = doc["primary"]
+    how = "declared in the sweep file's [claim]" if p["declared"] else \
+        "the default: no [claim] in the sweep file"
+    budgets = ", ".join(f"{b:g}" for b in p["budgets"])
+    out = [f"## Primary claim ({how})", "",
+           f"{p['optimizer']} against the {'best baseline' if p['baseline'] == 'best' else p['baseline']} at batch "
+           f"{p['global_batch']} (the paper's {p['paper_batch']} by steps per epoch), pooled over {budgets} epochs. "
+           f"Test: {p['test']}.", ""]
+    if p["gain_points"] is None:
+        out.append(f"- **{p['verdict']}**: no test ({p['reason']}).")
+    else:
+        out.append(f"- **{p['verdict']}**: gain {p['gain_points']:+.2f} points, 95 % "
+                   f"{signed_interval(*p['ci95_points'])}, {p_text(p['p_value'])}, over {p['budgets_tested']} "
+                   f"budget(s), judged on {p['judged_on']}"
+                   + ("; robust: decided on seeds that chose nothing." if p["robust"] else
+                      "; not robust: the seeds that judged also chose the configurations." if
+                      p["judged_on"] != "confirmation seeds" else ".")
+                   + (f" Left out: {p['reason']}." if p["reason"] else ""))
+    for b in p["per_budget"]:
+        gain = "" if b["gain_points"] is None else f": {b['gain_points']:+.2f} points"
+        out.append(f"  - {b['epochs']:g} epochs: {p['optimizer']}{' (' + b['label'] + ')' if b['label'] else ''} "
+                   f"{_f4(b['top1_mean'])} over seeds {_seeds(b['seeds'])} against {b['baseline']}"
+                   f"{' (' + b['baseline_label'] + ')' if b['baseline_label'] else ''} "
+                   f"{_f4(b['baseline_top1_mean'])} over "
+                   f"seeds {_seeds(b['baseline_seeds'])}{gain}; configurations chosen on {b['chosen_on']} top-1 of "
+                   f"seeds {_seeds(b['chosen_on_seeds'])}, judged on {b['judged_on']}.")
+    return out + [""]
+
+
+def _claim_lines(entries: list[dict], tuned: bool) -> list[str]:
+    out = []
+    for e in entries:
+        who = e["optimizer"] + (f" ({e['label']})" if e["label"] else "")
+        base = "no baseline" if e["baseline"] is None else \
+            e["baseline"] + (f" ({e['baseline_label']})" if e["baseline_label"] else "")
+        where = f"batch {e['global_batch']}" + (f" (the paper's {e['paper_batch']})" if e["paper_batch"] else "") + \
+            f", {e['epochs']:g} epochs" + (f", {e['setting']}" if e["setting"] else "")
+        gain = "no gain" if e["gain_points"] is None else f"{e['gain_points']:+.2f} points"
+        ci = f", 95 % {signed_interval(*e['ci95_points'])}, {p_text(e['p_value'])}" if e["ci95_points"] else ""
+        adj = "" if e["p_value"] is None else \
+            f" (Holm: **{e['verdict_adjusted']}**, adjusted {p_text(e['p_holm'])}{'; robust' if e['robust'] else ''})"
+        lrs = f"; chosen base_lr {e['chosen_base_lr']:g} vs {e['baseline_chosen_base_lr']:g} on validation" \
+            if tuned and e["baseline"] is not None else ""
+        paper = "" if e["paper_gain_points"] is None else \
+            f"; the paper at {e['paper_reference_batch']}: {e['paper_gain_points']:+.1f} points"
+        div = f" ({e['n_diverged']}/{e['n_seeds']} seeds diverged)" if e["n_diverged"] else ""
+        theirs = "" if e["baseline"] is None else \
+            " " + _pm(e["baseline_top1_mean"], e["baseline_top1_ci95"], e["baseline_n_seeds"])
+        out.append(f"- **{e['verdict']}**{adj} at {where}: {who} {_pm(e['top1_mean'], e['top1_ci95'], e['n_seeds'])}"
+                   f"{div} against {base}{theirs}: {gain}{ci}{lrs}{paper}; baseline: {e['baseline_rule']}, judged on "
+                   f"{e['judged_on']}." + (f" {e['reason']}." if e["reason"] else "")
+                   + (f" Excluded baselines: {'; '.join(e['baselines_excluded'])}." if e["baselines_excluded"] else ""))
+    return out or ["- No NLCG configuration beside a baseline here: nothing to compare."]
+
+
+def markdown(doc: dict) -> str:
+    """claims.md: the document in prose."""
+    cfgs = pd.DataFrame(doc["configurations"])
+    n_div = int(cfgs.n_diverged.sum())
+    ran = doc["confirm_seeds_run"]
+    seeds = (f"Seeds: configurations are chosen on seeds {_seeds(doc['choosing_seeds'])}; confirmation seeds "
+             f"{_seeds(ran)} chose nothing and judge every comparison at a cell where they ran." if ran else
+             f"Seeds: {_seeds(doc['choosing_seeds'])} choose and judge: the declared confirmation seeds "
+             f"{_seeds(doc['confirm_seeds'])} have no finished runs here." if doc["confirm_seeds"] else
+             f"Seeds: {_seeds(doc['choosing_seeds'])}, which both choose the configurations and judge them (the "
+             "sweep declares no confirm_seeds).")
+    out = [f"# Claims: {doc['sweep']}", "",
+           f"Ours: {doc['dataset']}, {doc['model']}, {len(cfgs)} configurations, {int(cfgs.n_seeds.sum())} finished "
+           f"runs ({n_div} diverged), budgets {', '.join(f'{b:g}' for b in sorted(cfgs.epochs.unique()))} epochs. "
+           + seeds, ""]
+    out += primary_lines(doc)
+    out += [f"## Exploratory comparisons: a family of {doc['family_size']}, Holm-adjusted", "",
+            f"Means over the seeds of one configuration (never across configurations), intervals: "
+            f"{doc['seed_interval_method']}. Gains: {doc['interval_method']}; p-values: {doc['exploratory_test']}. "
+            "The first verdict reads the interval alone (holds above 0, fails below, inconclusive otherwise and with "
+            f"fewer than 2 seeds a side); the Holm verdict controls the family-wise error at {doc['alpha']} over all "
+            f"{doc['family_size']} comparisons with an interval. Only the primary claim and Holm verdicts are "
+            "claims; the rest is exploration.", "",
+            f"Selection: {doc['selection_effect']}", "", f"Divergence: {doc['divergence_rule']}", "",
+            "### NLCG against the best baseline (chosen on test top-1)", ""]
+    out += _claim_lines(doc["claims"], tuned=False) + [""]
+    if doc["tuned_claims"] or doc["tuned_note"]:
+        out += ["### Tuned: each optimizer at its best configuration on validation", "", doc["tuned_rule"], ""]
+        out += ([doc["tuned_note"]] if doc["tuned_note"] else _claim_lines(doc["tuned_claims"], tuned=True)) + [""]
+    if doc["critical_batch"]:
+        out += ["## Critical batch: NLCG's over the best baseline's", "", doc["critical_batch_rule"], ""]
+        out += [f"- **{c['verdict']}** at {c['budget']:g} epochs: {c['nlcg']} B_crit {c['b_crit_nlcg']} against "
+                f"{c['baseline']} {c['b_crit_baseline']}: ratio {c['ratio']}, "
+                f"95 % [{c['ratio_low']}, {c['ratio_high']}]"
+                + (" (extrapolated beyond the batches run)" if c["extrapolated"] else "") + "."
+                for c in doc["critical_batch"]] + [""]
+    if doc["mixed_commits"]:
+        out += ["## Seeds from different commits", ""]
+        out += [f"- {m['optimizer']}{', ' + m['label'] if m['label'] else ''} at batch {m['global_batch']}, "
+                f"{m['epochs']:g} epochs (config {m['config_id']}): commits {', '.join(m['git_commits'])}."
+                for m in doc["mixed_commits"]] + [""]
+    out += ["## Across machines", "", doc["machines"], "", "## The paper's claim", "", f"> {doc['paper_claim']}", ""]
+    if doc["paper_gains_at_claim"]:
+        g = doc["paper_gains_at_claim"]
+        out.append(f"- Paper ({doc['paper_source']}): at batch {', '.join(str(x['global_batch']) for x in g)} its NLCG "
+                   f"gain over its best baseline is {', '.join(format(x['gain_points'], '+.1f') for x in g)} points.")
+    else:
+        out.append("- The paper publishes no table for this study: only the claim above (paper_gain_points: null).")
+    out += [f"- {c}" for c in doc["caveats"]]
+    return "\n".join(out) + "\n"

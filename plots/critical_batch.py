@@ -1,0 +1,316 @@
+"""The critical batch of each optimizer: how far the batch can grow before steps stop halving when it doubles.
+
+Two readings, from the steps each run took to reach a target top-1 at several global batches:
+
+- **The fit** (McCandlish, Kaplan, Amodei et al., arXiv 1812.06162, eq. 2.11): steps S and examples E = B S
+  trade off as (S / S_min - 1)(E / E_min - 1) = 1, that is S(B) = S_min + E_min / B: a linear least squares
+  in 1 / B. Steps vary over orders of magnitude across batches, so the residuals are relative: per batch B_b
+  with mean steps S_b (over the seeds of one configuration), minimise sum_b ((S_b - S_min - E_min / B_b) /
+  S_b)^2 with S_min, E_min >= 0. B_crit = E_min / S_min: the batch at which a step costs twice the minimum
+  steps and twice the minimum examples (inf when S_min = 0: perfect scaling over every batch measured).
+- **The 20 % rule** (model-free; Zhang et al., arXiv 2410.21676): relative to the smallest batch B0 with
+  steps S0, perfect scaling needs S0 B0 / B steps; B_20 is the smallest batch where S(B) > 1.2 S0 B0 / B,
+  with log(S B / (S0 B0)) interpolated linearly in log B between the two batches around the crossing
+  (inf when no batch measured exceeds it).
+
+Intervals: a bootstrap over seeds (resample the seeds of each batch with replacement, refit; ``DRAWS`` draws,
+percentile interval at 95 %, seeded so a figure redraws alike). The resampled means' deviations are scaled
+by sqrt(n / (n - 1)) (n seeds): a plain bootstrap's spread is the ddof=0 one, too narrow for 3 to 5 seeds.
+A batch enters only when every seed of its configuration reached the target (a mean of the others would be
+biased low); a series needs MIN_BATCHES (3) batches.
+
+Which steps: the runs' ``steps_to_target`` when they have it; else the first evaluation whose top-1 reaches
+the target in the history, the target being the runs' ``target_top1`` or 90 % of the best configuration's
+mean final top-1 (rounded down to 0.01), the rule of plots.figures.steps_to_target. Each epoch budget is fitted
+on its own (the schedule's decay changes with the budget).
+
+``comparison``: B_crit of each NLCG form over that of the best baseline (the baseline with the largest
+B_crit at the same budget: the hardest one to out-scale), the ratio's bootstrap interval (independent draws
+of the two), and a verdict: ``holds`` if the interval is above 1, ``fails`` if below, else ``inconclusive``.
+
+Figures (DataFrames in, a Figure out, like plots.figures, whose panel grid and colours they share):
+``critical_batch`` and ``noise_scale``; ``FIGURES`` (plots.report draws them beside plots.figures').
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from plots import stats
+from plots.figures import _empty, _grid, color
+
+DRAWS = 2000
+LEVEL = 0.95
+EXCESS = 1.2  # the 20 % rule
+MIN_BATCHES = 3
+NLCG = ("nlcg-fr", "nlcg-pr")
+
+
+# ---- the fit and the rule ----------------------------------------------------------------------------------
+
+
+def fit(batches, steps) -> tuple[np.ndarray, np.ndarray]:
+    """(S_min, E_min) of S = S_min + E_min / B, relative residuals, both >= 0. ``steps`` is [batches] or
+    [draws, batches] (a fit per row: the bootstrap refits thousands of times, so this is a closed-form
+    two-parameter non-negative least squares rather than one scipy call per draw)."""
+    b = np.asarray(batches, dtype=float)
+    s = np.atleast_2d(np.asarray(steps, dtype=float))
+    a0, a1 = 1 / s, 1 / (b * s)  # each row of the design, divided by its observation: target 1
+    m00, m01, m11 = (a0 * a0).sum(1), (a0 * a1).sum(1), (a1 * a1).sum(1)
+    v0, v1 = a0.sum(1), a1.sum(1)
+    det = m00 * m11 - m01 ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        free = np.stack([(m11 * v0 - m01 * v1) / det, (m00 * v1 - m01 * v0) / det], axis=1)
+    # on the boundary when the free optimum is not >= 0: the better of one parameter alone (a convex problem)
+    only0, only1 = np.stack([v0 / m00, 0 * v0], 1), np.stack([0 * v1, v1 / m11], 1)
+
+    def cost(t):
+        return -2 * (t[:, 0] * v0 + t[:, 1] * v1) + t[:, 0] ** 2 * m00 + 2 * t[:, 0] * t[:, 1] * m01 \
+            + t[:, 1] ** 2 * m11
+
+    edge = np.where((cost(only0) <= cost(only1))[:, None], only0, only1)
+    ok = (det > 0) & (free >= 0).all(1)
+    theta = np.where(ok[:, None], free, edge)
+    return (theta[:, 0], theta[:, 1]) if np.ndim(steps) == 2 else (theta[0, 0], theta[0, 1])
+
+
+def b_crit(s_min, e_min):
+    """E_min / S_min: inf where S_min = 0 < E_min, NaN where both are 0."""
+    s_min, e_min = np.asarray(s_min, dtype=float), np.asarray(e_min, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(s_min > 0, e_min / np.where(s_min > 0, s_min, 1), np.where(e_min > 0, np.inf, np.nan))
+    return out[()] if out.ndim == 0 else out
+
+
+def twenty_percent(batches, steps, excess: float = EXCESS):
+    """The smallest batch where steps exceed perfect scaling from the smallest batch by ``excess``
+    (interpolated in log B); inf if none does. ``steps`` as in ``fit``."""
+    b = np.asarray(batches, dtype=float)
+    s = np.atleast_2d(np.asarray(steps, dtype=float))
+    r = np.log(s * b / (s[:, :1] * b[0]))  # log of steps over perfect scaling's
+    t = math.log(excess)
+    out = np.full(len(s), np.inf)
+    for i, row in enumerate(r):
+        above = np.nonzero(row > t)[0]
+        if len(above):
+            j = above[0]  # >= 1: row[0] is 0
+            lo, hi = np.log(b[j - 1]), np.log(b[j])
+            out[i] = math.exp(lo + (t - row[j - 1]) * (hi - lo) / (row[j] - row[j - 1]))
+    return out if np.ndim(steps) == 2 else out[0]
+
+
+def _interval(draws) -> tuple[float, float]:
+    """Percentile interval without interpolation (draws may be inf); NaN draws are left out."""
+    d = np.asarray(draws, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) == 0:
+        return math.nan, math.nan
+    q = (1 - LEVEL) / 2
+    return (float(np.quantile(d, q, method="inverted_cdf")), float(np.quantile(d, 1 - q, method="inverted_cdf")))
+
+
+def bootstrap(points: dict, draws: int = DRAWS, seed: int = 0) -> dict:
+    """``points``: {batch: steps of each seed}. The fit, B_crit and B_20 with their bootstrap intervals, and
+    the B_crit draws (for ratios). Seeds are resampled within each batch."""
+    batches = np.array(sorted(points), dtype=float)
+    seeds = [np.asarray(points[b], dtype=float) for b in sorted(points)]
+    means = np.array([s.mean() for s in seeds])
+    rng = np.random.default_rng(seed)
+    # a resampled mean's spread is sqrt((n - 1) / n) of the mean's standard error: rescaled back, so that
+    # 3 to 5 seeds do not give intervals too narrow (one seed gives none: no spread to resample)
+    resampled = np.stack([m + math.sqrt(len(s) / max(1, len(s) - 1))
+                          * (s[rng.integers(0, len(s), size=(draws, len(s)))].mean(1) - m)
+                          for s, m in zip(seeds, means, strict=True)], axis=1)
+    s_min, e_min = fit(batches, means)
+    d_smin, d_emin = fit(batches, resampled)
+    d_crit, d_20 = b_crit(d_smin, d_emin), twenty_percent(batches, resampled)
+    crit = float(b_crit(s_min, e_min))
+    return {"batches": batches.astype(int).tolist(), "mean_steps": means.tolist(), "s_min": float(s_min),
+            "e_min": float(e_min), "b_crit": crit, "b_crit_ci": _interval(d_crit),
+            "b_20": float(twenty_percent(batches, means)), "b_20_ci": _interval(d_20),
+            "extrapolated": not batches[0] <= crit <= batches[-1], "b_crit_draws": d_crit}
+
+
+# ---- from the runs table -----------------------------------------------------------------------------------
+
+
+def steps_to_target(runs: pd.DataFrame, history: pd.DataFrame | None = None, target: float | None = None):
+    """(finished runs with ``config_id``, ``budget`` and ``reach``: steps to the target, NaN if not reached;
+    the target, or None when the runs' own ``steps_to_target`` is used)."""
+    prep = stats.prepare(runs)
+    own = "steps_to_target" in prep and prep.steps_to_target.notna().any()
+    if target is None and own:
+        return prep.assign(reach=prep.steps_to_target.astype(float)), None
+    if history is None or "top1" not in history or prep.empty:
+        return prep.assign(reach=np.nan), target
+    if target is None:
+        set_targets = prep.target_top1[prep.target_top1 > 0] if "target_top1" in prep else pd.Series(dtype=float)
+        best = stats.summarize(prep).top1_mean.max()
+        if not len(set_targets) and not np.isfinite(best):  # every configuration had a diverged seed
+            return prep.assign(reach=np.nan), None
+        target = float(set_targets.mode().max()) if len(set_targets) else math.floor(90 * best) / 100
+    evals = history[history.run_id.isin(prep.run_id) & history.top1.notna()]
+    first = evals[evals.top1 >= target].groupby("run_id").step.min()
+    return prep.assign(reach=first.reindex(prep.run_id.to_numpy()).to_numpy(dtype=float)), target
+
+
+def fits(runs: pd.DataFrame, history: pd.DataFrame | None = None, target: float | None = None,
+         draws: int = DRAWS) -> pd.DataFrame:
+    """One row per (optimizer, configuration label, budget) with at least MIN_BATCHES batches reached:
+    ``bootstrap``'s fields, ``left_out`` (batches where some seed missed the target), ``b_simple`` (median of
+    the runs' last noise_scale; NaN without one) and ``b_simple_range`` (min, max), ``target``."""
+    prep, used = steps_to_target(runs, history, target)
+    rows = []
+    if prep.empty:
+        return pd.DataFrame(rows)
+    for (opt, label, budget), g in prep.groupby(["optimizer", "label", "budget"], sort=True):
+        points, left_out = {}, []
+        for batch, at in g.groupby("global_batch"):
+            if at.reach.notna().all():
+                points[int(batch)] = at.reach.to_numpy()
+            else:
+                left_out.append(int(batch))
+        if len(points) < MIN_BATCHES:
+            continue
+        ns = g.noise_scale.dropna().astype(float) if "noise_scale" in g else pd.Series(dtype=float)
+        seed = zlib.crc32(f"{opt}|{label}|{budget}".encode())  # its own draws: series are independent
+        rows.append({"optimizer": opt, "label": label, "budget": float(budget), "name": stats.series_name(opt, label),
+                     **bootstrap(points, draws, seed), "left_out": left_out, "target": used,
+                     "b_simple": float(ns.median()) if len(ns) else math.nan,
+                     "b_simple_range": (float(ns.min()), float(ns.max())) if len(ns) else (math.nan, math.nan)})
+    return pd.DataFrame(rows)
+
+
+def _verdict(low: float, high: float) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return "inconclusive"
+    return "holds" if low > 1 else "fails" if high < 1 else "inconclusive"
+
+
+def comparison(fitted: pd.DataFrame) -> list[dict]:
+    """Per budget and NLCG series: its B_crit over the best baseline's (largest B_crit at that budget), the
+    ratio's bootstrap interval and the verdict (``holds``: interval above 1)."""
+    out = []
+    if fitted.empty:
+        return out
+    for budget, at in fitted.groupby("budget"):
+        base = at[~at.optimizer.isin(NLCG)]
+        base = base[base.b_crit.notna()]
+        if base.empty:
+            continue
+        best = base.loc[base.b_crit.idxmax()]
+        for _, nl in at[at.optimizer.isin(NLCG)].iterrows():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = nl.b_crit_draws / best.b_crit_draws
+                point = np.float64(nl.b_crit) / np.float64(best.b_crit)  # 0 / 0, x / 0: NaN, inf, no error
+            low, high = _interval(ratio)
+            out.append({"budget": float(budget), "nlcg": nl["name"], "baseline": best["name"],
+                        "b_crit_nlcg": nl.b_crit, "b_crit_baseline": best.b_crit, "ratio": float(point),
+                        "ratio_low": low, "ratio_high": high, "verdict": _verdict(low, high),
+                        "extrapolated": bool(nl.extrapolated or best.extrapolated)})
+    return out
+
+
+# ---- figures -----------------------------------------------------------------------------------------------
+
+
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) else "-" if math.isnan(x) else f"{x:.0f}"
+
+
+def critical_batch(runs: pd.DataFrame, history: pd.DataFrame | None = None, target: float | None = None) -> Figure:
+    """Per epoch budget, steps against examples (log-log) of every series with MIN_BATCHES batches reached:
+    the mean over seeds at each batch, the fitted hyperbola (S / S_min - 1)(E / E_min - 1) = 1 and its
+    B_crit (star: S = 2 S_min, E = 2 E_min). Last panel: per series B_crit and B_20 with their 95 %
+    bootstrap intervals over seeds, beside B_simple (the runs' last noise scale: median, bar min to max)."""
+    fitted = fits(runs, history, target)
+    if fitted.empty:
+        return _empty(f"no series reached the target at {MIN_BATCHES} batches or more\n"
+                      "(set target_top1, or evaluate during the runs)")
+    budgets = sorted(fitted.budget.unique())
+    fig, axes = _grid(len(budgets) + 1)
+    for ax, budget in zip(axes, budgets, strict=False):
+        for _, f in fitted[fitted.budget == budget].iterrows():
+            c = color(f.optimizer)
+            b, s = np.array(f.batches, dtype=float), np.array(f.mean_steps)
+            ax.plot(b * s, s, "o", color=c)
+            grid = np.geomspace(b[0] / 2, b[-1] * 2, 100)
+            ax.plot(grid * (f.s_min + f.e_min / grid), f.s_min + f.e_min / grid, color=c, lw=1.5,
+                    label=f"{f['name']}: B_crit {_fmt(f.b_crit)} [{_fmt(f.b_crit_ci[0])}, {_fmt(f.b_crit_ci[1])}]")
+            if np.isfinite(f.b_crit) and f.b_crit > 0:
+                ax.plot([2 * f.e_min], [2 * f.s_min], "*", ms=12, color=c, mec="black", mew=0.5)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("examples to the target (E = B x steps)")
+        ax.set_ylabel("steps to the target (mean over seeds)")
+        ax.set_title(f"{budget:g} epochs: S = S_min + E_min / B\nstar: B_crit = E_min / S_min", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    ax = axes[len(budgets)]
+    names = [f"{n}, {b:g} ep" for n, b in zip(fitted.name, fitted.budget, strict=True)]
+    x = np.arange(len(fitted))
+    for i, (_, f) in enumerate(fitted.iterrows()):
+        for dx, value, (low, high), marker in [(-0.2, f.b_crit, f.b_crit_ci, "o"), (0.0, f.b_20, f.b_20_ci, "s"),
+                                               (0.2, f.b_simple, f.b_simple_range, "D")]:
+            if not np.isfinite(value):
+                continue
+            top = high if np.isfinite(high) else value * 4  # an open interval: an arrow upwards
+            ax.errorbar([i + dx], [value], yerr=[[value - low], [top - value]], fmt=marker, color=color(f.optimizer),
+                        capsize=3, uplims=not np.isfinite(high))
+    lo, hi = min(min(b) for b in fitted.batches), max(max(b) for b in fitted.batches)
+    ax.axhspan(lo, hi, color="gray", alpha=0.12, label="batches measured")
+    for marker, what in [("o", "B_crit (fit)"), ("s", "B_20 (20 % rule)"), ("D", "B_simple (noise scale)")]:
+        ax.plot([], [], marker, color="black", label=what)  # legend keys in black: colours are the optimizers
+    ax.set_yscale("log")
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("global batch")
+    ax.set_title("bars: 95 % bootstrap over seeds;\nB_simple: median of the runs, bar min to max", fontsize=9)
+    ax.grid(alpha=0.3, which="both", axis="y")
+    ax.legend(fontsize=7)
+    used = fitted.target.iloc[0]
+    fig.suptitle("Critical batch" + (f" (steps to test top-1 >= {used:g})" if used is not None else
+                                     " (the runs' steps_to_target)"), fontsize=10)
+    return fig
+
+
+def noise_scale(runs: pd.DataFrame, history: pd.DataFrame) -> Figure:
+    """B_simple (the history's smoothed ``noise_scale``) against epochs, one panel per global batch, one line per
+    run coloured by optimizer (B_simple is undefined, NaN, for runs with one batch size)."""
+    prep = stats.prepare(runs)
+    h = history[history.run_id.isin(prep.run_id)] if "noise_scale" in history else history.iloc[:0]
+    h = h[np.isfinite(h.noise_scale.astype(float)) & (h.noise_scale.astype(float) > 0)] if len(h) else h
+    if h.empty:
+        return _empty("no noise-scale estimates: runs with one batch size (one worker, no accumulation)\n"
+                      "or written before the estimator existed")
+    batch_of = dict(zip(prep.run_id, prep.global_batch, strict=True))
+    name_of = dict(zip(prep.run_id, [stats.series_name(o, lab) for o, lab in zip(prep.optimizer, prep.label,
+                                                                                  strict=True)], strict=True))
+    opt_of = dict(zip(prep.run_id, prep.optimizer, strict=True))
+    batches = sorted({batch_of[r] for r in h.run_id.unique()})
+    fig, axes = _grid(len(batches), sharey=True)  # one scale: B_simple across batches compares at a glance
+    for ax, batch in zip(axes, batches, strict=False):
+        seen = set()
+        for rid, g in h[h.run_id.map(batch_of) == batch].groupby("run_id", sort=True):
+            g = g.sort_values("step")
+            name = name_of[rid]
+            ax.plot(g.epoch, g.noise_scale, color=color(opt_of[rid]), lw=1.2, alpha=0.8,
+                    label=None if name in seen else name)
+            seen.add(name)
+        ax.axhline(batch, color="black", ls=":", lw=1, label=f"this global batch ({batch})")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("B_simple = tr(Sigma) / |G|^2")
+        ax.set_title(f"global batch {batch}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle("Gradient noise scale B_simple during training (one line per run; EMA 0.9 per logged step)",
+                 fontsize=10)
+    return fig
+
+
+FIGURES = {"critical_batch": critical_batch, "noise_scale": noise_scale}
