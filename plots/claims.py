@@ -30,9 +30,9 @@ import math
 
 import pandas as pd
 
-from plots import inference, stats
+from plots import inference, primary, stats
 
-BASELINES = ("rmsprop", "momentum", "sgd", "lars", "lamb")
+BASELINES = stats.BASELINES
 COMPARED = ("nlcg-fr", "nlcg-pr")
 PAPER_NLCG = "nlcg-fr"  # the paper's NLCG: Fletcher-Reeves, BFGS preconditioner, step line search
 PAPER_CLAIMS = {  # the paper's study -> (the abstract's claim, the batch it is made at, the study's epochs)
@@ -241,8 +241,6 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
           study: dict | None = None, history: pd.DataFrame | None = None) -> dict:
     """The claims document of one sweep's runs (see the module docstring for the rules); ``study`` is the
     sweep's declaration (study.json), None for the defaults; ``history`` adds the critical-batch comparison."""
-    from plots import primary
-
     prep = stats.prepare(runs, tuple((study or {}).get("tuning_fields") or stats.DEFAULT_TUNING))
     claim = study_claim(study, prep)
     confirm = set(claim.get("confirm_seeds") or [])

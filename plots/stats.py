@@ -26,6 +26,8 @@ from bench.datasets import SPECS
 FINISHED = results.DONE  # runs that ended as a result
 # Fields that change no training: bench.config's, the one rule (bench.config.identity)
 NOT_TRAINING = config.NOT_TRAINING
+# The optimizers a claim compares NLCG against (its baselines: the paper's two, plain SGD, the large-batch ones).
+BASELINES = ("rmsprop", "momentum", "sgd", "lars", "lamb")
 # Fields a series runs across (a figure's x axis or panels), left out of the labels that tell series apart.
 POINT_FIELDS = ("optimizer", "global_batch", "epochs", "steps")
 # What optimizers are tuned in when a results folder has no declaration (study.json, bench.grid.declare):
