@@ -59,10 +59,22 @@ MACHINES = ("The same seed does not give the same weights on two machines: float
             "end a few tenths to points of top-1 apart. A 3-seed interval is wide enough that such a shift can move "
             "it across 0, so a single 3-seed verdict can flip between machines; a verdict is robust when it holds "
             "on confirmation seeds and under Holm's adjustment.")
-CRITICAL_RULE = ("Per budget, each optimizer configuration's steps to the target top-1 fitted by S = S_min + E_min / B "
-                 "(McCandlish et al. 2018); B_crit = E_min / S_min; the ratio of an NLCG form's B_crit to the best "
-                 "baseline's (the largest B_crit) with a 95 % bootstrap interval over seeds; holds when the interval "
-                 "is above 1 (plots/critical_batch.py). Needs 3 batches or more where every seed reached the target.")
+CRITICAL_RULE = ("Each optimizer's steps to the target top-1, at each batch those of its tuned choice (the epoch "
+                 "budget and tuning values whose every seed reached the target in the fewest mean steps), fitted "
+                 "by S = S_min + E_min / B (McCandlish et al. 2018); B_crit = E_min / S_min; the ratio of an NLCG "
+                 "form's B_crit to the best baseline's (the largest B_crit) with a 95 % bootstrap interval over "
+                 "seeds; holds when the interval is above 1 (plots/critical_batch.py). Needs 3 batches or more "
+                 "where every seed reached the target.")
+NOISE_RULE = ("B_simple = tr(Sigma) / |G|^2, the gradient noise scale (McCandlish et al. 2018, appendix A), measured "
+              "in every run with two batch sizes (micro-batch and global batch; bench/noise_scale.py): start = the "
+              "median over runs of the estimates logged in each run's first 10 % of steps, end = the median of the "
+              "runs' last estimates. A batch well below B_simple is in the perfect-scaling regime (doubling it "
+              "halves the steps), one well above it is not: batch / B_simple says where a batch stands, the mapping "
+              "of a small problem onto the paper's that steps per epoch alone does not give.")
+PUBLISHED_NOISE = ("No published gradient noise scale or critical batch for the paper's ImageNet/ResNet-50 or "
+                   "CIFAR-100/ResNet-32 runs was found; McCandlish et al. (arXiv 1812.06162, abstract) put "
+                   "ImageNet's largest useful batches at \"tens of thousands\", the paper's 65,536-98,304 at or "
+                   "beyond that limit.")
 DEFAULT_CLAIM = {"optimizer": "nlcg-fr", "baseline": "best", "confirm_seeds": [], "declared": False}
 
 
@@ -227,7 +239,7 @@ def study_claim(study: dict | None, prep: pd.DataFrame) -> dict:
 
 
 def _critical(runs: pd.DataFrame, history: pd.DataFrame | None) -> list[dict]:
-    """B_crit of each NLCG form over the best baseline's, per budget (plots.critical_batch); infinities as "inf"."""
+    """B_crit of each NLCG form over the best baseline's (plots.critical_batch); infinities as "inf"."""
     from plots import critical_batch
 
     if history is None:
@@ -235,6 +247,20 @@ def _critical(runs: pd.DataFrame, history: pd.DataFrame | None) -> list[dict]:
     out = critical_batch.comparison(critical_batch.fits(runs, history))
     return [{k: ("inf" if isinstance(v, float) and math.isinf(v) else _num(v) if isinstance(v, float) else v)
              for k, v in e.items()} for e in out]
+
+
+def _noise(runs: pd.DataFrame, history: pd.DataFrame | None, scale: float) -> dict | None:
+    """The stand-in in noise-scale terms (plots.critical_batch.noise_mapping), each batch beside its paper batch
+    by steps per epoch; None without estimates."""
+    from plots import critical_batch
+
+    m = critical_batch.noise_mapping(runs, history)
+    if m is None:
+        return None
+    clean = {k: _num(v) if isinstance(v, float) else v for k, v in m.items() if k not in ("by_optimizer", "batches")}
+    return {**clean, "by_optimizer": {o: {k: _num(v) for k, v in d.items()} for o, d in m["by_optimizer"].items()},
+            "batches": [{"global_batch": b["global_batch"], "paper_batch": int(round(b["global_batch"] * scale)),
+                         "over_start": _num(b["over_start"]), "over_end": _num(b["over_end"])} for b in m["batches"]]}
 
 
 def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str = "cifar100",
@@ -280,6 +306,8 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
         "claims": entries, "tuned_rule": TUNED_RULE, "tuned_claims": tuned, "tuned_note": tuned_note,
         "mixed_commits": mixed,
         "critical_batch_rule": CRITICAL_RULE, "critical_batch": _critical(runs, history),
+        "noise_scale_rule": NOISE_RULE, "noise_scale_published": PUBLISHED_NOISE,
+        "noise_scale_mapping": _noise(runs, history, scale),
         "configurations": [{"config_id": r.config_id, "optimizer": r.optimizer, "label": r.label,
                             "global_batch": int(r.global_batch), "epochs": float(r.epochs), "n_seeds": int(r.n_seeds),
                             "n_diverged": int(r.n_diverged), "top1_mean": _num(r.top1_mean),

@@ -20,8 +20,28 @@ def _f4(x) -> str:
     return "undefined (a seed diverged)" if x is None else f"{x:.4f}"
 
 
+def _g(x, fmt: str) -> str:
+    """A critical-batch number: "inf" stays, None (NaN) is "undefined", else ``fmt``."""
+    return "undefined" if x is None else x if isinstance(x, str) else format(x, fmt)
+
+
 def _seeds(seeds) -> str:
     return ", ".join(map(str, seeds)) if seeds else "none"
+
+
+def noise_lines(doc: dict) -> list[str]:
+    """The stand-in in noise-scale terms: B_simple at the start and end, each batch as a multiple of both."""
+    m = doc.get("noise_scale_mapping")
+    if not m:
+        return []
+    out = ["## The stand-in in noise-scale terms", "", doc["noise_scale_rule"], "",
+           f"B_simple over {m['n_runs']} runs: start {_g(m['start'], ',.0f')}, end {_g(m['end'], ',.0f')}; per "
+           "optimizer: " + "; ".join(f"{o} {_g(d['start'], ',.0f')} -> {_g(d['end'], ',.0f')}"
+                                      for o, d in m["by_optimizer"].items()) + ".", "",
+           "| batch | paper's batch (steps per epoch) | batch / B_simple at start | at end |", "|---|---|---|---|"]
+    out += [f"| {b['global_batch']} | {b['paper_batch']:,} | {_g(b['over_start'], '.2f')} | "
+            f"{_g(b['over_end'], '.2f')} |" for b in m["batches"]]
+    return out + ["", doc["noise_scale_published"], ""]
 
 
 def primary_lines(doc: dict) -> list[str]:
@@ -111,11 +131,12 @@ def markdown(doc: dict) -> str:
         out += ([doc["tuned_note"]] if doc["tuned_note"] else _claim_lines(doc["tuned_claims"], tuned=True)) + [""]
     if doc["critical_batch"]:
         out += ["## Critical batch: NLCG's over the best baseline's", "", doc["critical_batch_rule"], ""]
-        out += [f"- **{c['verdict']}** at {c['budget']:g} epochs: {c['nlcg']} B_crit {c['b_crit_nlcg']} against "
-                f"{c['baseline']} {c['b_crit_baseline']}: ratio {c['ratio']}, "
-                f"95 % [{c['ratio_low']}, {c['ratio_high']}]"
+        out += [f"- **{c['verdict']}**: {c['nlcg']} B_crit {_g(c['b_crit_nlcg'], '.0f')} against "
+                f"{c['baseline']} {_g(c['b_crit_baseline'], '.0f')}: ratio {_g(c['ratio'], '.2f')}, "
+                f"95 % [{_g(c['ratio_low'], '.2f')}, {_g(c['ratio_high'], '.2f')}]"
                 + (" (extrapolated beyond the batches run)" if c["extrapolated"] else "") + "."
                 for c in doc["critical_batch"]] + [""]
+    out += noise_lines(doc)
     if doc["mixed_commits"]:
         out += ["## Seeds from different commits", ""]
         out += [f"- {m['optimizer']}{', ' + m['label'] if m['label'] else ''} at batch {m['global_batch']}, "

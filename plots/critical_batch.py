@@ -21,12 +21,22 @@ biased low); a series needs MIN_BATCHES (3) batches.
 
 Which steps: the runs' ``steps_to_target`` when they have it; else the first evaluation whose top-1 reaches
 the target in the history, the target being the runs' ``target_top1`` or 90 % of the best configuration's
-mean final top-1 (rounded down to 0.01), the rule of plots.figures.steps_to_target. Each epoch budget is fitted
-on its own (the schedule's decay changes with the budget).
+mean final top-1 (rounded down to 0.01), the rule of plots.figures.steps_to_target.
 
-``comparison``: B_crit of each NLCG form over that of the best baseline (the baseline with the largest
-B_crit at the same budget: the hardest one to out-scale), the ratio's bootstrap interval (independent draws
-of the two), and a verdict: ``holds`` if the interval is above 1, ``fails`` if below, else ``inconclusive``.
+Which runs, per batch: McCandlish's S(B) is the fewest steps at batch B under the best tuning, and Shallue et
+al. (arXiv 1811.03600) tune at every batch. So a series is an optimizer with its untuned setting (the runs'
+``setting``: what differs apart from the tuning fields, e.g. bn_momentum), and at each batch its steps are
+those of the *tuned choice*: among that batch's groups of seeds that differ only in epoch budget (the
+schedule's warm-up and decays are fractions of it) and tuning fields (``label``, e.g. base_lr), the group
+whose every seed reached the target with the fewest mean steps (``chosen`` says which, per batch). A study
+whose budgets grow with the batch (larger batches need more epochs to reach the target) is thus one fit; a
+study with one budget at every batch is the plain fit. The choice is made on the same seeds it then reports,
+so with several candidates per batch the steps lean low (the bootstrap does not redo the choice); a study that
+wants it unbiased runs the chosen settings again on new seeds.
+
+``comparison``: B_crit of each NLCG series over that of the best baseline (the baseline series with the
+largest B_crit: the hardest one to out-scale), the ratio's bootstrap interval (independent draws of the
+two), and a verdict: ``holds`` if the interval is above 1, ``fails`` if below, else ``inconclusive``.
 
 Figures (DataFrames in, a Figure out, like plots.figures, whose panel grid and colours they share):
 ``critical_batch`` and ``noise_scale``; ``FIGURES`` (plots.report draws them beside plots.figures').
@@ -40,6 +50,7 @@ import zlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from plots import stats
 from plots.figures import _empty, _grid, color
@@ -159,28 +170,45 @@ def steps_to_target(runs: pd.DataFrame, history: pd.DataFrame | None = None, tar
     return prep.assign(reach=first.reindex(prep.run_id.to_numpy()).to_numpy(dtype=float)), target
 
 
+def _tuned(at: pd.DataFrame):
+    """Of one series' runs at one batch: (seeds' steps, budget, label) of the group (same budget and tuning
+    label) whose every seed reached the target with the fewest mean steps; None if no group's every seed did."""
+    best = None
+    for (budget, label), g in at.groupby(["budget", "label"], sort=True):
+        if g.reach.notna().all() and (best is None or g.reach.mean() < best[0].mean()):
+            best = (g.reach.to_numpy(dtype=float), float(budget), label)
+    return best
+
+
+def _choice(budget: float, label: str) -> str:
+    return f"{budget:g} ep" + (f", {label}" if label else "")
+
+
 def fits(runs: pd.DataFrame, history: pd.DataFrame | None = None, target: float | None = None,
          draws: int = DRAWS) -> pd.DataFrame:
-    """One row per (optimizer, configuration label, budget) with at least MIN_BATCHES batches reached:
-    ``bootstrap``'s fields, ``left_out`` (batches where some seed missed the target), ``b_simple`` (median of
-    the runs' last noise_scale; NaN without one) and ``b_simple_range`` (min, max), ``target``."""
+    """One row per series (optimizer, untuned ``setting``) with at least MIN_BATCHES batches reached, each
+    batch's steps those of its tuned choice (module docstring): ``bootstrap``'s fields, ``chosen`` ({batch:
+    "budget ep[, tuning label]"}), ``left_out`` (batches where no group had every seed reach the target),
+    ``b_simple`` (median of the series' runs' last noise_scale; NaN without one) and ``b_simple_range``
+    (min, max), ``target``."""
     prep, used = steps_to_target(runs, history, target)
     rows = []
     if prep.empty:
         return pd.DataFrame(rows)
-    for (opt, label, budget), g in prep.groupby(["optimizer", "label", "budget"], sort=True):
-        points, left_out = {}, []
+    for (opt, setting), g in prep.groupby(["optimizer", "setting"], sort=True):
+        points, chosen, left_out = {}, {}, []
         for batch, at in g.groupby("global_batch"):
-            if at.reach.notna().all():
-                points[int(batch)] = at.reach.to_numpy()
-            else:
+            best = _tuned(at)
+            if best is None:
                 left_out.append(int(batch))
+            else:
+                points[int(batch)], chosen[int(batch)] = best[0], _choice(best[1], best[2])
         if len(points) < MIN_BATCHES:
             continue
         ns = g.noise_scale.dropna().astype(float) if "noise_scale" in g else pd.Series(dtype=float)
-        seed = zlib.crc32(f"{opt}|{label}|{budget}".encode())  # its own draws: series are independent
-        rows.append({"optimizer": opt, "label": label, "budget": float(budget), "name": stats.series_name(opt, label),
-                     **bootstrap(points, draws, seed), "left_out": left_out, "target": used,
+        seed = zlib.crc32(f"{opt}|{setting}".encode())  # its own draws: series are independent
+        rows.append({"optimizer": opt, "label": setting, "name": stats.series_name(opt, setting),
+                     **bootstrap(points, draws, seed), "chosen": chosen, "left_out": left_out, "target": used,
                      "b_simple": float(ns.median()) if len(ns) else math.nan,
                      "b_simple_range": (float(ns.min()), float(ns.max())) if len(ns) else (math.nan, math.nan)})
     return pd.DataFrame(rows)
@@ -193,27 +221,58 @@ def _verdict(low: float, high: float) -> str:
 
 
 def comparison(fitted: pd.DataFrame) -> list[dict]:
-    """Per budget and NLCG series: its B_crit over the best baseline's (largest B_crit at that budget), the
-    ratio's bootstrap interval and the verdict (``holds``: interval above 1)."""
+    """Per NLCG series: its B_crit over the best baseline series' (the largest B_crit), the ratio's bootstrap
+    interval and the verdict (``holds``: interval above 1)."""
     out = []
     if fitted.empty:
         return out
-    for budget, at in fitted.groupby("budget"):
-        base = at[~at.optimizer.isin(NLCG)]
-        base = base[base.b_crit.notna()]
-        if base.empty:
-            continue
-        best = base.loc[base.b_crit.idxmax()]
-        for _, nl in at[at.optimizer.isin(NLCG)].iterrows():
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = nl.b_crit_draws / best.b_crit_draws
-                point = np.float64(nl.b_crit) / np.float64(best.b_crit)  # 0 / 0, x / 0: NaN, inf, no error
-            low, high = _interval(ratio)
-            out.append({"budget": float(budget), "nlcg": nl["name"], "baseline": best["name"],
-                        "b_crit_nlcg": nl.b_crit, "b_crit_baseline": best.b_crit, "ratio": float(point),
-                        "ratio_low": low, "ratio_high": high, "verdict": _verdict(low, high),
-                        "extrapolated": bool(nl.extrapolated or best.extrapolated)})
+    base = fitted[~fitted.optimizer.isin(NLCG) & fitted.b_crit.notna()]
+    if base.empty:
+        return out
+    best = base.loc[base.b_crit.idxmax()]
+    for _, nl in fitted[fitted.optimizer.isin(NLCG)].iterrows():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = nl.b_crit_draws / best.b_crit_draws
+            point = np.float64(nl.b_crit) / np.float64(best.b_crit)  # 0 / 0, x / 0: NaN, inf, no error
+        low, high = _interval(ratio)
+        out.append({"nlcg": nl["name"], "baseline": best["name"], "b_crit_nlcg": nl.b_crit,
+                    "b_crit_baseline": best.b_crit, "ratio": float(point), "ratio_low": low, "ratio_high": high,
+                    "verdict": _verdict(low, high), "extrapolated": bool(nl.extrapolated or best.extrapolated)})
     return out
+
+
+START = 0.1  # "the start of training": the estimates logged in a run's first 10 % of steps
+
+
+def noise_mapping(runs: pd.DataFrame, history: pd.DataFrame | None) -> dict | None:
+    """The stand-in in noise-scale terms: B_simple at the start (median over runs of the estimates logged in each
+    run's first START of its steps) and at the end (median of the runs' last ``noise_scale``), over every run
+    with an estimate and per optimizer, and each global batch as a multiple of both. None without estimates
+    (every run with one batch size, or written before the estimator existed)."""
+    prep = stats.prepare(runs)
+    if history is None or "noise_scale" not in history or prep.empty:
+        return None
+    h = history[history.run_id.isin(prep.run_id) & (history.noise_scale.astype(float) > 0)]
+    if h.empty:
+        return None
+    last_step = h.groupby("run_id").step.transform("max")
+    early = h[h.step <= np.maximum(START * last_step, h.groupby("run_id").step.transform("min"))]
+    start_of = early.groupby("run_id").noise_scale.median()
+    end_of = prep.set_index("run_id").noise_scale.astype(float) if "noise_scale" in prep else pd.Series(dtype=float)
+    end_of = end_of[end_of > 0]
+    opt_of = prep.set_index("run_id").optimizer
+
+    def both(ids) -> dict:
+        st, en = start_of.reindex(ids).dropna(), end_of.reindex(ids).dropna()
+        return {"start": float(st.median()) if len(st) else math.nan,
+                "end": float(en.median()) if len(en) else math.nan, "n_runs": int(len(set(st.index) | set(en.index)))}
+
+    ids = sorted(set(start_of.index) | set(end_of.index))
+    overall = both(ids)
+    return {"start_fraction": START, **overall,
+            "by_optimizer": {opt: both([i for i in ids if opt_of[i] == opt]) for opt in sorted(opt_of[ids].unique())},
+            "batches": [{"global_batch": int(b), "over_start": b / overall["start"], "over_end": b / overall["end"]}
+                        for b in sorted(prep.global_batch.unique())]}
 
 
 # ---- figures -----------------------------------------------------------------------------------------------
@@ -224,35 +283,39 @@ def _fmt(x: float) -> str:
 
 
 def critical_batch(runs: pd.DataFrame, history: pd.DataFrame | None = None, target: float | None = None) -> Figure:
-    """Per epoch budget, steps against examples (log-log) of every series with MIN_BATCHES batches reached:
-    the mean over seeds at each batch, the fitted hyperbola (S / S_min - 1)(E / E_min - 1) = 1 and its
-    B_crit (star: S = 2 S_min, E = 2 E_min). Last panel: per series B_crit and B_20 with their 95 %
-    bootstrap intervals over seeds, beside B_simple (the runs' last noise scale: median, bar min to max)."""
+    """Left: steps against examples (log-log) of every series with MIN_BATCHES batches reached: the mean over
+    seeds of each batch's tuned choice (labelled with its budget when a series' choices differ), the fitted
+    hyperbola (S / S_min - 1)(E / E_min - 1) = 1 and its B_crit (star: S = 2 S_min, E = 2 E_min). Right: per
+    series B_crit and B_20 with their 95 % bootstrap intervals over seeds, beside B_simple (the runs' last
+    noise scale: median, bar min to max)."""
     fitted = fits(runs, history, target)
     if fitted.empty:
         return _empty(f"no series reached the target at {MIN_BATCHES} batches or more\n"
                       "(set target_top1, or evaluate during the runs)")
-    budgets = sorted(fitted.budget.unique())
-    fig, axes = _grid(len(budgets) + 1)
-    for ax, budget in zip(axes, budgets, strict=False):
-        for _, f in fitted[fitted.budget == budget].iterrows():
-            c = color(f.optimizer)
-            b, s = np.array(f.batches, dtype=float), np.array(f.mean_steps)
-            ax.plot(b * s, s, "o", color=c)
-            grid = np.geomspace(b[0] / 2, b[-1] * 2, 100)
-            ax.plot(grid * (f.s_min + f.e_min / grid), f.s_min + f.e_min / grid, color=c, lw=1.5,
-                    label=f"{f['name']}: B_crit {_fmt(f.b_crit)} [{_fmt(f.b_crit_ci[0])}, {_fmt(f.b_crit_ci[1])}]")
-            if np.isfinite(f.b_crit) and f.b_crit > 0:
-                ax.plot([2 * f.e_min], [2 * f.s_min], "*", ms=12, color=c, mec="black", mew=0.5)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("examples to the target (E = B x steps)")
-        ax.set_ylabel("steps to the target (mean over seeds)")
-        ax.set_title(f"{budget:g} epochs: S = S_min + E_min / B\nstar: B_crit = E_min / S_min", fontsize=9)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    ax = axes[len(budgets)]
-    names = [f"{n}, {b:g} ep" for n, b in zip(fitted.name, fitted.budget, strict=True)]
+    fig, (ax, summary) = _grid(2, width=5.5)
+    for _, f in fitted.iterrows():
+        c = color(f.optimizer)
+        b, s = np.array(f.batches, dtype=float), np.array(f.mean_steps)
+        ax.plot(b * s, s, "o", color=c)
+        if len(set(f.chosen.values())) > 1:  # say which budget / tuning each point is
+            for bb, ss in zip(b, s, strict=True):
+                ax.annotate(f.chosen[int(bb)], (bb * ss, ss), fontsize=5, color=c, xytext=(3, 3),
+                            textcoords="offset points")
+        grid = np.geomspace(b[0] / 2, b[-1] * 2, 100)
+        ax.plot(grid * (f.s_min + f.e_min / grid), f.s_min + f.e_min / grid, color=c, lw=1.5,
+                label=f"{f['name']}: B_crit {_fmt(f.b_crit)} [{_fmt(f.b_crit_ci[0])}, {_fmt(f.b_crit_ci[1])}]")
+        if np.isfinite(f.b_crit) and f.b_crit > 0:
+            ax.plot([2 * f.e_min], [2 * f.s_min], "*", ms=12, color=c, mec="black", mew=0.5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a 1.5-decade axis overlap
+    ax.set_xlabel("examples to the target (E = B x steps)")
+    ax.set_ylabel("steps to the target (mean over seeds)")
+    ax.set_title("S = S_min + E_min / B, each batch at its tuned choice\nstar: B_crit = E_min / S_min", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax = summary
+    names = list(fitted.name)
     x = np.arange(len(fitted))
     for i, (_, f) in enumerate(fitted.iterrows()):
         for dx, value, (low, high), marker in [(-0.2, f.b_crit, f.b_crit_ci, "o"), (0.0, f.b_20, f.b_20_ci, "s"),

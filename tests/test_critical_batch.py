@@ -75,20 +75,22 @@ def test_twenty_percent_rule_on_exact_power_laws():
 # ---- from a runs table ---------------------------------------------------------------------------------------
 
 
-def _runs(curves: dict, seeds=3, noise=0.05, missed=()):
+def _runs(curves: dict, seeds=3, noise=0.05, missed=(), epochs=lambda b: 2.0, base_lr=0.1, slower=1.0):
     """Runs rows with steps_to_target from S = S_min + E_min / B per optimizer (seeded noise); ``missed``:
-    (optimizer, batch) whose last seed did not reach the target."""
+    (optimizer, batch) whose last seed did not reach the target; ``epochs(batch)``: the budget; ``slower``:
+    a factor on every run's steps."""
     rng = np.random.default_rng(7)
     rows = []
     for opt, (s_min, e_min) in curves.items():
         for b in BATCHES:
             for seed in range(seeds):
-                reach = _steps(s_min, e_min, b) * rng.lognormal(0, noise)
+                reach = _steps(s_min, e_min, b) * rng.lognormal(0, noise) * slower
                 if (opt, int(b)) in missed and seed == seeds - 1:
                     reach = np.nan
-                config = {"optimizer": opt, "global_batch": int(b), "epochs": 2.0, "seed": seed, "base_lr": 0.1}
-                rows.append({"run_id": f"{opt}-{int(b)}-{seed}", "status": "complete", "optimizer": opt,
-                             "global_batch": int(b), "top1": 0.8, "epochs": 2.0, "steps": 1000, "seed": seed,
+                ep = float(epochs(int(b)))
+                config = {"optimizer": opt, "global_batch": int(b), "epochs": ep, "seed": seed, "base_lr": base_lr}
+                rows.append({"run_id": f"{opt}-{int(b)}-{seed}-{ep}-{base_lr}", "status": "complete", "optimizer": opt,
+                             "global_batch": int(b), "top1": 0.8, "epochs": ep, "steps": 1000, "seed": seed,
                              "dataset": "fashion_mnist", "model": "resnet8", "workers": 1, "target_top1": 0.7,
                              "steps_to_target": reach, "noise_scale": 400.0 + 10 * seed,
                              "config": json.dumps(config)})
@@ -126,6 +128,33 @@ def test_fits_and_comparison_from_the_runs_table():
     assert entry["b_crit_baseline"] == 0 and entry["ratio"] == math.inf and entry["verdict"] == "holds"
 
 
+def test_each_batch_takes_its_tuned_choice_across_budgets_and_learning_rates():
+    # budgets growing with the batch (as in experiments/mini_scaling.toml) make one series, not one per budget
+    growing = _runs(CURVES, epochs=lambda b: 2 if b <= 512 else 4 if b <= 2048 else 8 if b <= 4096 else 16)
+    fitted = cb.fits(growing, draws=200).set_index("optimizer")
+    assert sorted(fitted.index) == sorted(CURVES) and all(len(b) == len(BATCHES) for b in fitted.batches)
+    assert fitted.loc["momentum"].chosen[64] == "2 ep" and fitted.loc["momentum"].chosen[8192] == "16 ep"
+    for opt, (s_min, e_min) in CURVES.items():
+        assert fitted.loc[opt].b_crit == pytest.approx(e_min / s_min, rel=0.15)
+    # a second learning rate 30 % slower everywhere, and at 1024 the first one missing a seed: the faster is
+    # chosen where every seed reached, the slower fills 1024, and the fit is the faster curve's
+    fast = _runs(CURVES, missed={("momentum", 1024)})
+    slow = _runs(CURVES, base_lr=0.2, slower=1.3)
+    tuned = cb.fits(pd.concat([fast, slow]), draws=200).set_index("optimizer")
+    assert len(tuned) == len(CURVES)  # base_lr is a tuning field: not a series of its own
+    assert tuned.loc["momentum"].chosen[512] == "2 ep, base_lr=0.1"
+    assert tuned.loc["momentum"].chosen[1024] == "2 ep, base_lr=0.2" and tuned.loc["momentum"].left_out == []
+    one = cb.fits(fast, draws=200).set_index("optimizer")
+    assert tuned.loc["rmsprop"].mean_steps == pytest.approx(one.loc["rmsprop"].mean_steps)
+    at_1024 = tuned.loc["momentum"].mean_steps[tuned.loc["momentum"].batches.index(1024)]
+    assert at_1024 == pytest.approx(1.3 * _steps(*CURVES["momentum"], 1024), rel=0.1)
+    # a second budget at the largest batches that takes more steps is never chosen
+    longer = _runs(CURVES, epochs=lambda b: 32, slower=1.5)
+    both = cb.fits(pd.concat([growing, longer[longer.global_batch >= 4096]]), draws=200).set_index("optimizer")
+    assert both.loc["nlcg-fr"].chosen[8192] == "16 ep"
+    assert both.loc["nlcg-fr"].b_crit == pytest.approx(fitted.loc["nlcg-fr"].b_crit)
+
+
 def test_steps_to_target_from_the_history_when_the_runs_have_none():
     runs = _runs({"momentum": CURVES["momentum"]}, seeds=1).assign(steps_to_target=np.nan, target_top1=0.0)
     hist = pd.DataFrame([{"run_id": r, "step": s, "top1": 0.3 if s < 40 + k else 0.9, "epoch": s / 100}
@@ -139,7 +168,7 @@ def test_figures_draw_with_at_most_three_panels_per_row():
     runs = _runs(CURVES)
     fig = cb.critical_batch(runs)
     axes = [ax for ax in fig.axes if ax.axison]
-    assert len(axes) == 2  # one budget, and the summary
+    assert len(axes) == 2  # the fits, and the summary
     lines = [ln for ln in axes[0].get_lines() if ln.get_label().startswith("nlcg-fr: B_crit")]
     assert len(lines) == 1
     hist = pd.DataFrame([{"run_id": r, "step": s, "epoch": s / 10, "noise_scale": 300.0 + s}
@@ -149,3 +178,39 @@ def test_figures_draw_with_at_most_three_panels_per_row():
     assert len(panels) == len(BATCHES)
     assert fig.get_size_inches()[0] <= 3 * 4.4 + 1e-9  # three panels per row at most
     assert not [ax for ax in cb.noise_scale(runs, hist.assign(noise_scale=np.nan)).axes if ax.axison]
+
+
+def test_noise_mapping_takes_the_early_estimates_and_the_last_and_divides_each_batch_by_them():
+    from plots import claims, claims_text
+
+    runs = _runs({"momentum": CURVES["momentum"], "nlcg-fr": CURVES["nlcg-fr"]}, seeds=2)
+    runs = runs[runs.global_batch.isin([512, 1024, 4096])]
+    # 20 logged steps per run: B_simple 100 + k over the first 2 (the first 10 %), 1000 after; the runs
+    # table's last estimate 2000 for momentum, 5000 for nlcg-fr; one run has no estimate at all
+    rows = []
+    for k, r in enumerate(runs.itertuples()):
+        for step in range(1, 21):
+            rows.append({"run_id": r.run_id, "step": step, "epoch": step / 10,
+                         "noise_scale": (np.nan if k == 0 else 100.0 + k if step <= 2 else 1000.0)})
+    hist = pd.DataFrame(rows)
+    runs = runs.assign(noise_scale=np.where(runs.optimizer == "momentum", 2000.0, 5000.0))
+    runs.loc[runs.index[0], "noise_scale"] = np.nan
+    m = cb.noise_mapping(runs, hist)
+    starts = [100.0 + k for k in range(1, len(runs))]
+    assert m["start"] == pytest.approx(np.median(starts))
+    assert m["end"] == pytest.approx(np.median(runs.noise_scale.dropna()))
+    assert m["n_runs"] == len(runs) - 1
+    assert m["by_optimizer"]["momentum"]["end"] == 2000.0 and m["by_optimizer"]["nlcg-fr"]["end"] == 5000.0
+    assert m["by_optimizer"]["nlcg-fr"]["start"] == pytest.approx(np.median(starts[len(runs) // 2 - 1:]))
+    assert [b["global_batch"] for b in m["batches"]] == [512, 1024, 4096]
+    assert m["batches"][2]["over_end"] == pytest.approx(4096 / m["end"])
+    assert cb.noise_mapping(runs, hist.assign(noise_scale=np.nan)) is None
+    # into claims.json (beside the paper's batch by steps per epoch) and claims.md
+    doc = {"noise_scale_mapping": claims._noise(runs, hist, scale=50000 / 60000),
+           "noise_scale_rule": claims.NOISE_RULE, "noise_scale_published": claims.PUBLISHED_NOISE}
+    assert doc["noise_scale_mapping"]["batches"][1]["paper_batch"] == round(1024 * 50000 / 60000)
+    json.dumps(doc, allow_nan=False)
+    text = "\n".join(claims_text.noise_lines(doc))
+    assert f"| 4096 | {round(4096 * 5 / 6):,} | {4096 / m['start']:.2f} | {4096 / m['end']:.2f} |" in text
+    assert "momentum 10" in text and "-> 2,000" in text
+    assert claims_text.noise_lines({"noise_scale_mapping": None}) == []
