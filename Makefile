@@ -10,6 +10,9 @@ CONFIG ?= experiments/smoke.toml
 PROFILE ?= mini
 SWEEP ?= experiments/$(PROFILE).toml
 PAPER_DATASET ?= $(if $(findstring cifar,$(PROFILE)),cifar100,imagenet)
+# report --against: a profile's claims beside another's at the same batches (mini_90: mini's 13-39-step budgets)
+AGAINST_mini_90 = mini
+AGAINST ?= $(AGAINST_$(PROFILE))
 # WORKERS / PACK: Horovod workers per run / runs at once; unset, the sweep file's [launch] table decides.
 WORKERS ?=
 PACK ?=
@@ -103,7 +106,7 @@ reproduce-figures: install
 	$(MAKE) --no-print-directory report
 
 report: install
-	$(PY) -m bench report results/$(PROFILE) --out figures --paper-dataset $(PAPER_DATASET)
+	$(PY) -m bench report results/$(PROFILE) --out figures --paper-dataset $(PAPER_DATASET) $(foreach a,$(AGAINST),--against results/$(a))
 
 # Slurm from Debian (22.05): kept out of `make install`; .ci/run installs it so `make test` runs tests/test_slurm.py.
 install-slurm:

@@ -263,6 +263,39 @@ def _noise(runs: pd.DataFrame, history: pd.DataFrame | None, scale: float) -> di
                          "over_start": _num(b["over_start"]), "over_end": _num(b["over_end"])} for b in m["batches"]]}
 
 
+def _steps(doc: dict, batch: int, epochs: float) -> int:
+    return int(round(epochs * doc["train_size"] / batch))
+
+
+def against(doc: dict, others: list[dict]) -> list[dict]:
+    """Per other sweep (a claims document, or ``{sweep, missing}``): its primary claim and its claims at this
+    document's batches beside this one's, each with its budget in optimizer steps. Rows of this document come
+    first (``sweep`` names each row's)."""
+    if not others:
+        return []
+    batches = {e["global_batch"] for e in doc["claims"]}
+
+    def rows(d: dict) -> list[dict]:
+        p = d["primary"]
+        first = [{"sweep": d["sweep"], "what": "primary", "optimizer": p["optimizer"], "global_batch": p["global_batch"],
+                  "epochs": p["budgets"], "steps": [_steps(d, p["global_batch"], e) for e in p["budgets"]],
+                  "baseline": ", ".join(sorted({b["baseline"] for b in p["per_budget"]})) or None,
+                  "gain_points": p["gain_points"], "ci95_points": p["ci95_points"], "verdict": p["verdict"]}]
+        return first + [{"sweep": d["sweep"], "what": "exploratory", "optimizer": e["optimizer"],
+                         "global_batch": e["global_batch"], "epochs": [e["epochs"]],
+                         "steps": [_steps(d, e["global_batch"], e["epochs"])], "baseline": e["baseline"],
+                         "gain_points": e["gain_points"], "ci95_points": e["ci95_points"],
+                         "verdict": e.get("verdict_adjusted") or e["verdict"]}
+                        for e in d["claims"] if e["global_batch"] in batches and not e.get("setting")]
+
+    out = [{"sweep": doc["sweep"], "rows": rows(doc)}]
+    for d in others:
+        out.append({"sweep": d["sweep"], "missing": d["missing"]} if "missing" in d else
+                   {"sweep": d["sweep"], "train_size": d["train_size"], "dataset": d["dataset"], "model": d["model"],
+                    "rows": rows(d)})
+    return out
+
+
 def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str = "cifar100",
           study: dict | None = None, history: pd.DataFrame | None = None) -> dict:
     """The claims document of one sweep's runs (see the module docstring for the rules); ``study`` is the

@@ -44,6 +44,35 @@ def noise_lines(doc: dict) -> list[str]:
     return out + ["", doc["noise_scale_published"], ""]
 
 
+def against_lines(doc: dict) -> list[str]:
+    """This sweep's claims beside other sweeps' at the same batches (report --against), budgets in steps."""
+    blocks = doc.get("against") or []
+    if not blocks:
+        return []
+    out = ["## Against other sweeps: the same batches at other budgets", "",
+           "Each sweep's primary claim and its NLCG-against-best-baseline comparisons at this sweep's batches; "
+           "a budget is given in epochs and in optimizer steps (the paper's 90 epochs at 98,304 are ~1,170 "
+           "steps). Exploratory verdicts are Holm-adjusted within their own sweep.", "",
+           "| sweep | claim | optimizer | batch | epochs | steps | baseline | gain (points) [95 %] | verdict |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for block in blocks:
+        if "missing" in block:
+            notes.append(f"- {block['sweep']}: {block['missing']}.")
+            continue
+        if "dataset" in block and (block["dataset"], block["model"]) != (doc["dataset"], doc["model"]):
+            notes.append(f"- {block['sweep']}: {block['dataset']} / {block['model']}, not this sweep's "
+                         f"{doc['dataset']} / {doc['model']}.")
+        for r in block["rows"]:
+            ci = r["ci95_points"]
+            gain = "undefined" if r["gain_points"] is None else \
+                f"{r['gain_points']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+            out.append(f"| {r['sweep']} | {r['what']} | {r['optimizer']} | {r['global_batch']} | "
+                       f"{', '.join(f'{e:g}' for e in r['epochs'])} | {', '.join(map(str, r['steps']))} | "
+                       f"{r['baseline'] or '-'} | {gain} | {r['verdict']} |")
+    return out + [""] + notes + ([""] if notes else [])
+
+
 def primary_lines(doc: dict) -> list[str]:
     p = doc["primary"]
     how = "declared in the sweep file's [claim]" if p["declared"] else \
@@ -136,7 +165,7 @@ def markdown(doc: dict) -> str:
                 f"95 % [{_g(c['ratio_low'], '.2f')}, {_g(c['ratio_high'], '.2f')}]"
                 + (" (extrapolated beyond the batches run)" if c["extrapolated"] else "") + "."
                 for c in doc["critical_batch"]] + [""]
-    out += noise_lines(doc)
+    out += noise_lines(doc) + against_lines(doc)
     if doc["mixed_commits"]:
         out += ["## Seeds from different commits", ""]
         out += [f"- {m['optimizer']}{', ' + m['label'] if m['label'] else ''} at batch {m['global_batch']}, "

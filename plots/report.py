@@ -58,10 +58,21 @@ def study(results_dir: Path) -> dict | None:
     return None
 
 
+def _other(folder: Path, reference: pd.DataFrame | None, paper_dataset: str) -> dict:
+    """Another sweep's claims document for ``--against`` (without its history: no critical batch), or a
+    ``missing`` note when the folder has no finished runs."""
+    runs = load_runs(folder) if folder.is_dir() else pd.DataFrame()
+    if runs.empty or stats.finished(runs).empty:
+        return {"sweep": folder.name, "missing": f"{folder} has no finished runs (make reproduce-figures "
+                                                  f"PROFILE={folder.name})"}
+    return claims_mod.build(runs, reference, paper_dataset, study(folder))
+
+
 def write(results_dir: str | Path, out_dir: str | Path, reference_csv: str | Path | None = None,
-          paper_dataset: str = "cifar100") -> list[Path]:
+          paper_dataset: str = "cifar100", against: tuple = ()) -> list[Path]:
     """Save every figure (PNG + PDF), claims.json and claims.md (last) for one results folder; returns the
-    paths written."""
+    paths written. ``against``: other results folders (e.g. the same batches at shorter budgets) whose claims
+    at this folder's batches are set beside this one's (claims.json ``against``)."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     runs = load_runs(results_dir)
     if stats.finished(runs).empty:
@@ -76,6 +87,7 @@ def write(results_dir: str | Path, out_dir: str | Path, reference_csv: str | Pat
     paths = []
     declared = study(results_dir)
     doc = claims_mod.build(runs, reference, paper_dataset, declared, history)
+    doc["against"] = claims_mod.against(doc, [_other(Path(f), reference, paper_dataset) for f in against])
     for name in FIGURES:
         fig = draw(name, runs, history, reference, paper_dataset, doc["primary"]["global_batch"])
         for ext in ("png", "pdf"):
@@ -98,6 +110,9 @@ def add_arguments(p) -> None:
     p.add_argument("--reference", default="experiments/paper_reference.csv", help="the paper's numbers")
     p.add_argument("--paper-dataset", default="cifar100", choices=["cifar100", "imagenet"],
                    help="which of the paper's studies the results stand for")
+    p.add_argument("--against", action="append", default=[], metavar="FOLDER",
+                   help="another results folder whose claims at the same batches go beside these (repeatable), "
+                        "e.g. --against results/mini for mini_90")
 
 
 def main(args) -> int:
@@ -109,7 +124,7 @@ def main(args) -> int:
     for folder in args.results:
         try:
             paths = write(folder, f"{args.out}/{os.path.basename(os.path.normpath(folder))}", args.reference,
-                          args.paper_dataset)
+                          args.paper_dataset, tuple(args.against))
         except FileNotFoundError as e:
             raise ConfigError(str(e)) from None
         print(f"{folder}: wrote {len(paths)} files to {paths[0].parent}", flush=True)

@@ -341,6 +341,23 @@ def test_report_cli_writes_every_figure_and_the_claims_and_refuses_an_empty_fold
     assert "+30.00 points" in (out / "claims.md").read_text() and "# Claims: toy" in p.stdout
     empty = run_cli(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "figs")])
     assert empty.returncode == 2 and "no finished runs" in empty.stderr
+    # --against: another sweep's claims at the same batches beside these, a folder without runs said so
+    short = tmp_path / "results" / "short"
+    for rows in (_seeds("s", "nlcg-fr", 4096, [0.5, 0.52], cfg={"epochs": 1.0}),
+                 _seeds("t", "momentum", 4096, [0.3, 0.31], cfg={"epochs": 1.0})):
+        for r in rows:
+            results.append_run(short, {**r, "sweep": "short"}, _history(pd.DataFrame([r])).to_dict("records"))
+    p = run_cli(["report", str(folder), "--out", str(tmp_path / "figs"), "--reference", str(REFERENCE),
+                 "--against", str(short), "--against", str(tmp_path / "results" / "none")])
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads((out / "claims.json").read_text())
+    assert [b["sweep"] for b in doc["against"]] == ["toy", "short", "none"] and "missing" in doc["against"][2]
+    row = [r for r in doc["against"][1]["rows"] if r["what"] == "exploratory"]
+    assert [(r["global_batch"], r["epochs"], r["steps"], r["gain_points"]) for r in row] == \
+        [(4096, [1.0], [round(60000 / 4096)], pytest.approx(20.5))]
+    text = (out / "claims.md").read_text()
+    assert f"| short | exploratory | nlcg-fr | 4096 | 1 | {round(60000 / 4096)} | momentum | +20.50" in text
+    assert "- none: " in text and "has no finished runs" in text
 
 
 def test_profiles_expand_and_the_reference_table_is_the_papers():
