@@ -277,7 +277,8 @@ def against(doc: dict, others: list[dict]) -> list[dict]:
 
     def rows(d: dict) -> list[dict]:
         p = d["primary"]
-        first = [{"sweep": d["sweep"], "what": "primary", "optimizer": p["optimizer"], "global_batch": p["global_batch"],
+        first = [{"sweep": d["sweep"], "what": "primary", "optimizer": p["optimizer"],
+                  "global_batch": p["global_batch"],
                   "epochs": p["budgets"], "steps": [_steps(d, p["global_batch"], e) for e in p["budgets"]],
                   "baseline": ", ".join(sorted({b["baseline"] for b in p["per_budget"]})) or None,
                   "gain_points": p["gain_points"], "ci95_points": p["ci95_points"], "verdict": p["verdict"]}]
