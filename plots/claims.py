@@ -270,7 +270,8 @@ def _steps(doc: dict, batch: int, epochs: float) -> int:
 def against(doc: dict, others: list[dict]) -> list[dict]:
     """Per other sweep (a claims document, or ``{sweep, missing}``): its primary claim and its claims at this
     document's batches beside this one's, each with its budget in optimizer steps. Rows of this document come
-    first (``sweep`` names each row's)."""
+    first (``sweep`` names each row's). Only comparisons of the default setting enter (an entry whose
+    ``setting`` is non-empty, e.g. another bn_momentum, has no counterpart to line up with)."""
     if not others:
         return []
     batches = {e["global_batch"] for e in doc["claims"]}
