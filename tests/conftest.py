@@ -35,4 +35,10 @@ def have_horovod() -> bool:
     return True
 
 
-requires_horovod = pytest.mark.skipif(not have_horovod(), reason="horovod is not installed (run `make install`)")
+@pytest.fixture
+def _horovod_installed():
+    """Fails (never skips) a test that needs Horovod where it is missing: `make test` installs it."""
+    assert have_horovod(), "horovod is not installed: run `make install` (or `make test`, which installs it)"
+
+
+requires_horovod = pytest.mark.usefixtures("_horovod_installed")
