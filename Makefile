@@ -9,7 +9,9 @@ NP ?= 2
 CONFIG ?= experiments/smoke.toml
 PROFILE ?= mini
 SWEEP ?= experiments/$(PROFILE).toml
-PAPER_DATASET ?= $(if $(findstring cifar,$(PROFILE)),cifar100,imagenet)
+# the paper's study the report maps a profile onto; auto: plots/report.py decides (the runs' data set if it is
+# one of the paper's, else cifar100 when the profile's name contains "cifar", else imagenet), as the CLI does
+PAPER_DATASET ?= auto
 # report --against: a profile's claims beside another's at the same batches (mini_90: mini's 13-39-step budgets)
 AGAINST_mini_90 = mini
 AGAINST ?= $(AGAINST_$(PROFILE))

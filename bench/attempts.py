@@ -11,6 +11,13 @@ for ever, taking every packed group of the job down each time.
 A sweep invocation is one ``job`` (``new_job``: a name shared by all its ranks); every row a run writes
 carries it, and a run with a ``failed`` row of this job is not tried again by any group of the job
 (``Past.failed_here``): a deterministic failure costs one attempt per invocation, the next one retries it.
+A run whose last ``max_failures`` rows in a row are ``failed`` (3; ``--max-failures``, ``[launch]
+max_failures``) is skipped like a crashed one, with a line saying how to retry it: a run that fails every
+time would otherwise cost an attempt of every invocation for ever.
+
+A claim left behind by an attempt that did store its row (killed between its row and its release, or its
+release timed out) is no dead attempt: ``record_dead`` is given the run's rows, read by name, and records
+nothing when one of them is that attempt's (the claim's job), whatever a lagging listing showed.
 
 A process stopped from outside (SIGTERM: mpirun ending the job after another rank crashed, a cancelled
 cluster job) marks its claim ``interrupted`` (``stop_on_sigterm``): not its run's fault, not counted.
@@ -34,6 +41,7 @@ from bench import claims, results
 from bench.config import RunConfig
 
 MAX_CRASHES = 2  # crashed attempts after which a sweep skips a run (--max-crashes, [launch] max_crashes)
+MAX_FAILURES = 3  # failed rows in a row after which a sweep skips a run (--max-failures, [launch] max_failures)
 
 
 def new_job() -> str:
@@ -44,33 +52,57 @@ def new_job() -> str:
 @dataclass
 class Past:
     """What the runs table says about earlier attempts: crashed rows per run_id (and the last one's error),
-    and the run_ids that failed or crashed in this job."""
+    the failed rows that end each run's rows (``failed_in_a_row``, and the last one's error), and the
+    run_ids that failed or crashed in this job."""
 
     crashes: dict = field(default_factory=dict)
     last_crash: dict = field(default_factory=dict)
     failed_here: set = field(default_factory=set)
+    failed_in_a_row: dict = field(default_factory=dict)
+    last_failure: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, runs, job: str) -> Past:
         past = cls()
         if "status" not in runs or not len(runs):
             return past
+        keys = [k for k in ("started_at", "attempt") if k in runs]
+        if keys:  # the order of the attempts, as load_runs gives it (run_rows gives files in listing order)
+            runs = runs.sort_values(keys, kind="stable", na_position="last")
         crashed = runs[runs.status == "crashed"]
         past.crashes = crashed.groupby("run_id").size().to_dict()
         if "error" in crashed:
             past.last_crash = crashed.groupby("run_id").error.last().to_dict()
+        errors = runs.error if "error" in runs else [""] * len(runs)
+        for run_id, status, error in zip(runs.run_id, runs.status, errors, strict=True):
+            if status == "failed":
+                past.failed_in_a_row[run_id] = past.failed_in_a_row.get(run_id, 0) + 1
+                past.last_failure[run_id] = error
+            else:
+                past.failed_in_a_row.pop(run_id, None)
         if "job" in runs:
             here = runs[(runs.job == job) & runs.status.isin(results.RETRIED)]
             past.failed_here = set(here.run_id)
         return past
 
-    def skip_reason(self, run_id: str, max_crashes: int) -> str:
+    def skip_reason(self, run_id: str, max_crashes: int, max_failures: int = MAX_FAILURES) -> str:
         """Why a sweep skips ``run_id`` now ("" if it does not)."""
+        return self._skip(run_id, max_crashes, max_failures)[1]
+
+    def skipped(self, run_id: str, max_crashes: int, max_failures: int = MAX_FAILURES) -> str:
+        """"crashed" or "failed" if a sweep skips ``run_id`` now, and for which limit; else ""."""
+        return self._skip(run_id, max_crashes, max_failures)[0]
+
+    def _skip(self, run_id: str, max_crashes: int, max_failures: int) -> tuple[str, str]:
         n = self.crashes.get(run_id, 0)
         if n >= max_crashes:
-            return (f"crashed {n} time(s), the limit (last: {self.last_crash.get(run_id, '?')}); "
-                    f"to try it again: --max-crashes {n + 1}")
-        return ""
+            return "crashed", (f"crashed {n} time(s), the limit (last: {self.last_crash.get(run_id, '?')}); "
+                               f"to try it again: --max-crashes {n + 1}")
+        n = self.failed_in_a_row.get(run_id, 0)
+        if n >= max_failures:
+            return "failed", (f"failed {n} time(s) in a row, the limit (last: {self.last_failure.get(run_id, '?')});"
+                              f" to try it again: --max-failures {n + 1}")
+        return "", ""
 
 
 def crash_row(cfg: RunConfig, workers: int, previous: dict, text: str) -> dict:
@@ -89,11 +121,21 @@ def crash_row(cfg: RunConfig, workers: int, previous: dict, text: str) -> dict:
     }
 
 
-def record_dead(cfg: RunConfig, workers: int, claim: claims.Claim) -> tuple[bool, str]:
+def record_dead(cfg: RunConfig, workers: int, claim: claims.Claim, rows=None) -> tuple[bool, str]:
     """If ``claim`` took over a dead attempt: store a ``crashed`` row when it counts as one; returns
-    (counted, what happened). (False, "") when the claim took over nothing."""
+    (counted, what happened). (False, "") when the claim took over nothing.
+
+    ``rows``: the run's rows read by name after claiming (bench.results.run_rows, columns status and job).
+    One of the claim's job (not a crashed row, which a later claimant writes) is that attempt's own: it
+    stored its row and died, or failed to release, before its claim was removed; nothing is recorded then.
+    A run is tried once per job, so a row of that job is that attempt's."""
     if claim.previous is None:
         return False, ""
+    job = claim.previous.get("job")
+    if rows is not None and isinstance(job, str) and job and "job" in rows and len(rows):
+        if ((rows.job == job) & (rows.status != "crashed")).any():
+            where = f"{claim.previous.get('host', '?')} (pid {claim.previous.get('pid', '?')})"
+            return False, f"on {where} stored its row but left its claim behind (killed, or its release failed)"
     counted, text = claims.dead_attempt(cfg.results_dir, claim.previous)
     if counted:
         results.append_run(cfg.results_dir, crash_row(cfg, workers, claim.previous, text), [])

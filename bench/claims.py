@@ -19,7 +19,9 @@ its mtime is older than the lease.
 
 A claim is lost when another process took it over, or when its heartbeat could not be written for half the
 lease (a full or unreachable disk: others will soon judge it stale). ``Claim.check()`` raises ClaimLost then;
-a run checks it at its logged steps and stops on every rank.
+a run checks it at its logged steps and stops on every rank. ``check()`` judges the time since the last
+heartbeat that was written itself, rather than waiting for the heartbeat thread to say so: a thread blocked
+in a call that never returns (``flock`` on a hung lock server, a write to a hung NFS mount) says nothing.
 
 Why the lease is 120 s (``DEFAULT_LEASE_S``; ``$BENCH_CLAIM_LEASE_S`` overrides it, read at each call): a
 run's chief heartbeats every 30 s (lease / 4), so a live claim misses three beats before anyone doubts it,
@@ -29,12 +31,17 @@ its claim at once.
 Every change to an existing claim file (takeover, heartbeat, release) happens under an exclusive
 ``flock`` on ``claims/.lock`` after re-reading the file and checking its token, and replaces the file
 atomically (temp file + ``os.replace``); so of several processes taking over one stale claim exactly one
-wins, and a heartbeat never overwrites a claim that was taken over (the old owner sees ``lost``).
+wins, and a heartbeat never overwrites a claim that was taken over (the old owner sees ``lost``). Every wait
+for that lock is bounded (``_locked``: TimeoutError, an OSError, after ``wait`` seconds; a heartbeat waits at
+most its interval, the others a quarter of the lease), and the ``flock`` call runs in a helper thread, since
+on a hung lock server the call itself blocks, LOCK_NB or not; so ``release()`` returns in bounded time (its
+TimeoutError then says the claim file is left to go stale).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -75,11 +82,52 @@ def lease_seconds(lease_s: float | None = None) -> float:
     return lease
 
 
+def _lock_within(path: Path, wait: float) -> int:
+    """An fd holding an exclusive ``flock`` on ``path``, taken within ``wait`` seconds, else TimeoutError.
+
+    The open and the flock run in a daemon thread: on a hung NFS lock server (or mount) the calls themselves
+    block, so no flag makes them return; we stop waiting instead. A lock granted after we stopped waiting is
+    dropped at once by that thread (it closes its own fd), so it never holds the folder's lock for nobody."""
+    got: dict = {}
+    handover = threading.Lock()
+    done = threading.Event()
+
+    def take() -> None:
+        fd = None
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            got["error"] = e
+            if fd is not None:
+                os.close(fd)
+            done.set()
+            return
+        with handover:
+            if got.get("abandoned"):
+                os.close(fd)  # closing drops the lock
+                return
+            got["fd"] = fd
+        done.set()
+
+    threading.Thread(target=take, daemon=True, name=f"claims-lock-{path.parent.name}").start()
+    done.wait(wait)
+    with handover:
+        if "fd" in got:
+            return got["fd"]
+        if "error" in got:
+            raise got["error"]
+        got["abandoned"] = True
+    raise TimeoutError(errno.ETIMEDOUT, f"the lock {path} was not granted within {wait:.3g} s "
+                       "(held by a stuck process, or a hung lock server)")
+
+
 @contextlib.contextmanager
-def _locked(folder: Path):
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+def _locked(folder: Path, wait: float | None = None):
+    """The claims folder's exclusive lock, waited for at most ``wait`` seconds (None: a quarter of the lease);
+    TimeoutError (an OSError) when it is not granted in time."""
+    fd = _lock_within(folder / ".lock", lease_seconds() / 4 if wait is None else wait)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing drops the lock
@@ -183,8 +231,10 @@ class Claim:
         self.path, self.run_id, self.token = path, record["run_id"], record["token"]
         self.previous = previous
         self.lost = ""
-        self._lease = lease_s
+        self._lease, self._every = lease_s, heartbeat_s
         self._record = record
+        self._last_ok = time.monotonic()  # the last heartbeat written (the file was written just now)
+        self._last_error = ""  # why the heartbeats since then failed, if they did
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(heartbeat_s,), daemon=True,
                                         name=f"claim-heartbeat-{self.run_id}")
@@ -195,11 +245,10 @@ class Claim:
         return found is not None and found[0] is not None and found[0]["token"] == self.token
 
     def _beat(self, every: float) -> None:
-        last_ok = time.monotonic()
         while not self._stop.wait(every):
             try:
-                with _locked(self.path.parent):
-                    if self._stop.is_set():
+                with _locked(self.path.parent, wait=every):  # a beat never waits past the next one's time
+                    if self._stop.is_set() or self.lost:  # released, or check() judged it lost: no more beats
                         return
                     if not self._ours():
                         found = _read(self.path)
@@ -209,33 +258,47 @@ class Claim:
                         return
                     self._record = {**self._record, "heartbeat": time.time()}
                     _replace(self.path, self._record)
-                    last_ok = time.monotonic()
+                    self._last_ok, self._last_error = time.monotonic(), ""
             except OSError as e:  # a passing disk problem is retried next beat; a lasting one loses the claim
-                if time.monotonic() - last_ok > self._lease / 2:
-                    self.lost = (f"heartbeat of the claim on {self.run_id} not written for "
-                                 f"{time.monotonic() - last_ok:.0f} s (lease {self._lease:.0f} s): {e}")
+                self._last_error = str(e)
+                if self._silent():
                     return
 
+    def _silent(self) -> bool:
+        """Whether no heartbeat was written for half the lease (then ``lost`` says so): others will soon judge
+        the claim stale, so the run must stop before they take it over."""
+        if not self.lost and not self._stop.is_set():
+            quiet = time.monotonic() - self._last_ok
+            if quiet > self._lease / 2:
+                why = self._last_error or "the heartbeat is blocked (a hung lock server or file system?)"
+                self.lost = (f"heartbeat of the claim on {self.run_id} not written for {quiet:.1f} s "
+                             f"(lease {self._lease:.0f} s): {why}")
+        return bool(self.lost)
+
     def check(self) -> None:
-        """Raise ClaimLost if another process took this claim over or its heartbeat failed for half the lease."""
-        if self.lost:
+        """Raise ClaimLost if another process took this claim over or no heartbeat was written for half the
+        lease (judged here, from the clock: a heartbeat thread blocked for ever would never say so)."""
+        if self._silent():
             raise ClaimLost(self.lost)
 
     def mark_interrupted(self) -> None:
         """Record in the claim file that its owner was stopped from outside (SIGTERM), so that whoever takes it
         over does not count the attempt as a crash. Best effort: the process is about to end."""
         self._stop.set()
-        with contextlib.suppress(OSError), _locked(self.path.parent):
+        with contextlib.suppress(OSError), _locked(self.path.parent, wait=min(self._lease / 4, 5.0)):
             if self._ours():
                 self._record = {**self._record, "interrupted": True}
                 _replace(self.path, self._record)
 
     def release(self) -> None:
-        """Stop heartbeating and remove the claim file if it still carries our token."""
+        """Stop heartbeating and remove the claim file if it still carries our token. Returns within about a
+        quarter of the lease: TimeoutError (an OSError) if the lock was not granted by then (the file is
+        left; it goes stale). The heartbeat thread is not waited for: it re-checks the stop under the lock,
+        which this holds while it removes the file, so it cannot write the file back."""
         self._stop.set()
         if self._thread is not threading.current_thread():
-            self._thread.join()
-        with contextlib.suppress(FileNotFoundError), _locked(self.path.parent):
+            self._thread.join(timeout=min(self._every, 1.0))  # a beat in progress usually ends at once
+        with contextlib.suppress(FileNotFoundError), _locked(self.path.parent, wait=self._lease / 4):
             if self._ours():
                 os.unlink(self.path)
 
@@ -276,7 +339,7 @@ def claim(results_dir: str | Path, run_id: str, lease_s: float | None = None,
     seen = _read(path)
     if seen is not None and not _is_stale(*seen, lease):
         return None  # the common case, decided without the lock
-    with _locked(folder):
+    with _locked(folder, wait=lease / 4):
         current = _read(path)
         if current is None:  # released meanwhile (releases happen under this lock)
             if not _create(path, record):

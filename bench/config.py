@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import numbers
@@ -188,19 +189,9 @@ def identity(values: dict, workers: int | None, *, hparams: dict | None = None, 
     """
     d = {**_DEFAULTS, "precise_bn_batch": values.get("eval_batch", _DEFAULTS["eval_batch"])}
     d.update({k: v for k, v in values.items() if k in FIELDS})
-    left_out = set(NOT_TRAINING)
-    if d["dataset"] != "synthetic":
-        left_out |= set(SYNTHETIC_FIELDS)
-    if d["dataset"] == "imagenet":
-        left_out |= {"image_size", "validation_size"}
-    if d["model"] == "resnet50":
-        left_out |= {"width", "bn_momentum"}
-    if d["bn_eval"] != "precise":
-        left_out |= {"precise_bn_images", "precise_bn_batch"}
-    if not d["eval_ema"]:
-        left_out.add("ema_decay")
+    left_out = set(_left_out(d))
     spec = SPECS.get(d["dataset"])
-    native = d["synthetic_image_size"] if d["dataset"] == "synthetic" or spec is None else spec.image_shape[0]
+    native = _native_size(d)
     if d["image_size"] == native:
         d["image_size"] = 0
     d["precise_bn_batch"] = min(d["per_worker_batch"], d["precise_bn_batch"])
@@ -219,34 +210,111 @@ def identity(values: dict, workers: int | None, *, hparams: dict | None = None, 
     return canonical(out)
 
 
+def _left_out(d: dict) -> dict[str, str]:
+    """The fields ``identity`` leaves out of the run of config dict ``d`` (every field present), each with why."""
+    why = dict.fromkeys(NOT_TRAINING, "it is not part of a run's identity: it changes no training "
+                        "(bench.config.NOT_TRAINING)")
+    why["data_dir"] = "data_dir says only where the data are: the same files are the same data"
+    if d["dataset"] != "synthetic":
+        why.update(dict.fromkeys(SYNTHETIC_FIELDS, f"only dataset = 'synthetic' reads it, not {d['dataset']!r}"))
+    if d["dataset"] == "imagenet":
+        why.update(dict.fromkeys(("image_size", "validation_size"), "imagenet (streamed) does not read it"))
+    if d["model"] == "resnet50":
+        why.update(dict.fromkeys(("width", "bn_momentum"), "resnet50 (keras.applications) does not read it"))
+    if d["bn_eval"] != "precise":
+        why.update(dict.fromkeys(("precise_bn_images", "precise_bn_batch"), "only bn_eval = 'precise' reads it"))
+    if not d["eval_ema"]:
+        why["ema_decay"] = "only eval_ema = true reads it"
+    return why
+
+
+def _native_size(d: dict) -> int:
+    spec = SPECS.get(d["dataset"])
+    return d["synthetic_image_size"] if d["dataset"] == "synthetic" or spec is None else spec.image_shape[0]
+
+
+def why_alike(cfg: RunConfig, key: str) -> str:
+    """Why runs of ``cfg`` that differ only in field ``key`` are one run (the same ``identity``): one phrase."""
+    d = cfg.to_dict()
+    why = _left_out(d)
+    if key in why:
+        return why[key]
+    if key == "image_size":
+        return (f"image_size {_native_size(d)} is {cfg.dataset}'s native size, which 0 also means: nothing is "
+                "resampled, both train alike")
+    if key == "precise_bn_batch":
+        return (f"PreciseBN runs batches of min(per_worker_batch, precise_bn_batch) = "
+                f"{min(cfg.per_worker_batch, cfg.precise_bn_batch)} either way")
+    if key == "hparams":
+        return "the optimizer's defaults written out train as the defaults"
+    return "both train alike"
+
+
+def show(value) -> str:
+    """``repr(value)`` for a one-line message, cut short when long (a 400-digit integer)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + "..." + text[-10:]
+
+
+_EXPECTED = {float: "float (a finite number)", int: "int", bool: "bool (true or false)", str: "str (a string)",
+             tuple: "tuple (a list of numbers; in [grid] and [optimizer_overrides], a list of such lists)",
+             dict: "dict (a table: [hparams] with one key per hyperparameter)"}
+INT_LIMIT = 2**63  # TOML's integers are 64-bit (tomllib reads larger ones); TensorFlow's int64 besides
+SEED_LIMIT = 2**32  # keras.utils.set_random_seed seeds NumPy's legacy generator: 0 .. 2**32 - 1
+SYNTHETIC_LIMIT = 2**32  # bytes of synthetic images (train + test + class patterns), generated in memory
+
+
 def _coerce(key: str, value):
     """Check ``value`` against the field's type; ints are accepted for floats, lists for tuples."""
     want = _TYPES[key]
     if isinstance(want, types.GenericAlias):
         want = typing.get_origin(want)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= INT_LIMIT:
+            raise ConfigError(f"{key} = {show(value)} is too large; expected a finite number")
         return float(value)
     if want is tuple and isinstance(value, list):
         value = tuple(value)
     if want is int and isinstance(value, bool) or not isinstance(value, want):
-        raise ConfigError(
-            f"{key} = {value!r} has type {type(value).__name__}; expected {want.__name__}"
-        )
+        raise ConfigError(f"{key} = {show(value)} has type {type(value).__name__}; expected {_EXPECTED[want]}")
+    if want is int and not -INT_LIMIT <= value < INT_LIMIT:
+        raise ConfigError(f"{key} = {show(value)} is too large; expected a 64-bit integer")
     return value
+
+
+def _check_hparams(cfg: RunConfig) -> None:
+    """``hparams``: names, types and ranges by the optimizer's rules (optimizers.check_hparams), then the
+    optimizer built once (Keras's own checks), every failure one line naming hparams."""
+    import optimizers  # heavy (imports keras); only needed here
+
+    for name, value in cfg.hparams.items():
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= INT_LIMIT:
+            raise ConfigError(f"hparams.{name} = {show(value)} is too large; expected a finite number")
+    try:
+        optimizers.get(cfg.optimizer, 0.1, **cfg.hparams)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ConfigError("hparams: " + " ".join(str(e).split())) from None
 
 
 def _check(cfg: RunConfig) -> None:
     """Value checks that need no data and no Horovod (those are in data.check and split_batch)."""
     import optimizers  # heavy (imports keras); only needed here
 
+    for k, v in cfg.to_dict().items():
+        if isinstance(v, str) and any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ConfigError(f"{k} = {v!r} contains a control character; valid: printable text")
+        if _TYPES[k] is float and not math.isfinite(v):
+            raise ConfigError(f"{k} = {v!r} must be a finite number")
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"dataset = {cfg.dataset!r} is unknown; valid: {', '.join(DATASETS)}")
     if cfg.model not in MODELS:
         raise ConfigError(f"model = {cfg.model!r} is unknown; valid: {', '.join(MODELS)}")
     try:
-        optimizers.get(cfg.optimizer, 0.1, **cfg.hparams)
+        optimizers.check_hparams(cfg.optimizer, {})  # the name alone: an unknown one raises (plug-ins are looked up)
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        msg = " ".join(str(e).split())
+        raise ConfigError(msg if "optimizer" in msg else f"optimizer = {cfg.optimizer!r}: {msg}") from None
+    _check_hparams(cfg)
     positive = ("global_batch", "per_worker_batch", "reference_batch", "width", "eval_batch", "precise_bn_batch",
                 "log_every_steps", "synthetic_image_size", "synthetic_channels", "synthetic_classes",
                 "synthetic_train_size", "synthetic_test_size", "base_lr", "init_lr", "precise_bn_images")
@@ -261,11 +329,32 @@ def _check(cfg: RunConfig) -> None:
             raise ConfigError(f"{k} = {v!r} must be a finite number >= 0")
     if cfg.steps == 0 and cfg.epochs == 0:
         raise ConfigError("epochs = 0 and steps = 0: give a budget (epochs > 0 or steps > 0)")
+    if cfg.dataset == "synthetic":  # generated in memory (bench.data.synthetic): it must fit
+        pixels = cfg.synthetic_image_size ** 2 * cfg.synthetic_channels
+        size = (cfg.synthetic_train_size + cfg.synthetic_test_size + cfg.synthetic_classes) * pixels
+        if cfg.synthetic_image_size > 512 or size > SYNTHETIC_LIMIT:
+            raise ConfigError(f"synthetic_image_size = {cfg.synthetic_image_size}, synthetic_channels = "
+                              f"{cfg.synthetic_channels}, synthetic_train_size = {cfg.synthetic_train_size}, "
+                              f"synthetic_test_size = {cfg.synthetic_test_size}, synthetic_classes = "
+                              f"{cfg.synthetic_classes}: {size:,} bytes of generated images; valid: an image size "
+                              f"up to 512 and at most {SYNTHETIC_LIMIT:,} bytes")
+    images = cfg.synthetic_train_size if cfg.dataset == "synthetic" else SPECS[cfg.dataset].train_size
+    for k in ("epochs", "eval_every_epochs", "checkpoint_every_epochs"):  # schedule.to_steps must give an int64
+        if (k != "epochs" or not cfg.steps) and not getattr(cfg, k) * images / cfg.global_batch < INT_LIMIT:
+            raise ConfigError(f"{k} = {getattr(cfg, k)!r} is more than 2**63 steps of global_batch {cfg.global_batch} "
+                              f"on {images} images; valid: a smaller number")
+    if cfg.seed >= SEED_LIMIT:
+        raise ConfigError(f"seed = {cfg.seed} is too large; valid: 0 .. {SEED_LIMIT - 1}")
+    if not cfg.target_top1 <= 1:
+        raise ConfigError(f"target_top1 = {cfg.target_top1} must be a top-1 accuracy in [0, 1] (0: none)")
     if not 0 <= cfg.warmup_fraction < 1:
         raise ConfigError(f"warmup_fraction = {cfg.warmup_fraction} must be in [0, 1)")
+    if not cfg.warmup_power > 0:  # lr(t) = peak + (init - peak) (1 - t / W) ** power: 0 is no warm-up, < 0 blows up
+        raise ConfigError(f"warmup_power = {cfg.warmup_power} must be a finite number > 0")
     fr = cfg.decay_fractions
-    if not all(isinstance(x, (int, float)) and 0 < x < 1 for x in fr) or list(fr) != sorted(fr):
-        raise ConfigError(f"decay_fractions = {list(fr)} must be increasing numbers in (0, 1)")
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in fr)
+    if not numeric or not all(0 < x < 1 for x in fr) or any(a >= b for a, b in itertools.pairwise(fr)):
+        raise ConfigError(f"decay_fractions = {show(list(fr))} must be strictly increasing numbers in (0, 1)")
     if not 0 < cfg.decay_factor <= 1:
         raise ConfigError(f"decay_factor = {cfg.decay_factor} must be in (0, 1]")
     if not 0 < cfg.ema_decay < 1:
@@ -286,8 +375,13 @@ def _check(cfg: RunConfig) -> None:
                           "to in-memory datasets only; valid for imagenet: 0")
     if cfg.image_size and not 4 <= cfg.image_size <= 512:
         raise ConfigError(f"image_size = {cfg.image_size} must be 0 (native) or in 4..512")
-    if not cfg.sweep or "/" in cfg.sweep:
-        raise ConfigError(f"sweep = {cfg.sweep!r} must be a non-empty name without '/'")
+    if not cfg.sweep.strip() or cfg.sweep != cfg.sweep.strip() or cfg.sweep[0] in ".-" \
+            or any(c in cfg.sweep for c in "/\\"):
+        raise ConfigError(f"sweep = {cfg.sweep!r} must be a plain folder name (the results go to "
+                          f"<output_dir>/<sweep>/): not empty, no '/' or '\\', not starting with '.' or '-', "
+                          "no surrounding spaces")
+    if not cfg.output_dir.strip():
+        raise ConfigError(f"output_dir = {cfg.output_dir!r} must name a folder (default: 'results')")
 
 
 def make(values: dict) -> RunConfig:
@@ -316,14 +410,29 @@ def parse_override(text: str) -> tuple[str, object]:
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
     """Merge ``--set`` items into a config dict; ``hparams.NAME=value`` sets one hyperparameter."""
-    out = {**values, "hparams": dict(values.get("hparams", {}))}
+    hparams = values.get("hparams", {})
+    if not isinstance(hparams, dict):
+        raise ConfigError(f"hparams = {show(hparams)} has type {type(hparams).__name__}; expected {_EXPECTED[dict]}")
+    out = {**values, "hparams": dict(hparams)}
     for item in overrides:
         key, value = parse_override(item)
         if key.startswith("hparams."):
-            out["hparams"][key.split(".", 1)[1]] = value
+            name = key.split(".", 1)[1]
+            if not name:
+                raise ConfigError(f"--set {item!r} names no hyperparameter; valid: hparams.NAME=value")
+            out["hparams"][name] = value
+        elif key == "hparams":
+            if not isinstance(value, dict):
+                raise ConfigError(f"--set {item!r}: hparams = {show(value)} has type {type(value).__name__}; "
+                                  "expected a table (hparams={momentum = 0.9}), or hparams.NAME=value")
+            out["hparams"] = dict(value)
         else:
             out[key] = value
     return out
+
+
+# The tables of a sweep file (bench.grid): in a run config, they say it is one.
+SWEEP_TABLES = ("grid", "optimizer_hparams", "optimizer_overrides", "launch", "claim")
 
 
 def read_toml(path: str | Path) -> dict:
@@ -339,8 +448,15 @@ def read_toml(path: str | Path) -> dict:
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
     """Load a run config: TOML file (optional) + ``--set`` overrides, checked."""
     values = read_toml(path) if path else {}
-    if "grid" in values:
-        raise ConfigError(f"{path} is a sweep file (it has a [grid]); run it with: python -m bench sweep {path}")
+    tables = [k for k in SWEEP_TABLES if k in values]
+    if tables:
+        raise ConfigError(f"{path} is a sweep file (it has a [{tables[0]}]); run it with: python -m bench sweep "
+                          f"{path}")
     if "sweep" not in values and path:
         values["sweep"] = Path(path).stem
-    return make(apply_overrides(values, list(overrides)))
+    try:
+        return make(apply_overrides(values, list(overrides)))
+    except ConfigError as e:
+        if not path:
+            raise
+        raise ConfigError(f"{path}: {e}") from None

@@ -68,12 +68,20 @@ def data_folder(name: str, data_dir: str) -> str:
 
 def data_files(name: str, folder: str) -> list[Path] | None:
     """The files the reader of ``name`` reads from ``folder`` (``data_folder``), found by name and stat only;
-    None when they are not all there (imagenet: no shard of a split). Synthetic data has none: []."""
+    None when they are not all there (imagenet: no shard of a split), or the folder cannot be listed or a file
+    not stat-ed (permission): the data are then ABSENT for the identity, and the reader's check (bench.data)
+    says what is wrong in one line, rather than a traceback from here. Synthetic data has none: []."""
     if name == "synthetic":
         return []
     if not folder:
         return None
-    base = Path(folder)
+    try:
+        return _data_files(name, Path(folder))
+    except OSError:
+        return None
+
+
+def _data_files(name: str, base: Path) -> list[Path] | None:
     if name == "fashion_mnist":
         paths = [base / f for f in FASHION_FILES]
     elif name in CIFAR_FILES:

@@ -36,6 +36,13 @@ follows them (``load_history``), so a sweep finds them finished; their files kee
 ``run_rows`` / ``is_completed`` look files up by the current id, so they see only rows written under it (a
 sweep reads ``load_runs`` first, which has the others).
 
+Rows this version cannot read faithfully are refused, not mapped: a row written under an id rule newer than
+``config.ID_VERSION``, whose config JSON has fields this RunConfig does not know (a newer version's: mapping it
+onto today's fields would drop them and give it the id of a run that trained otherwise, which a sweep would
+then count as done), or of a runs-table schema newer than ``RUNS_SCHEMA``. Every reader (``load_runs``,
+``load_history``, ``completed_ids``, ``run_rows``, ``is_completed``) raises ``NewerVersionError`` (a
+ConfigError: one line, exit 2) naming the file; nothing is counted, nothing written (``check_readable``).
+
 In a notebook::
 
     from bench.results import load_runs, load_history
@@ -47,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import warnings
@@ -73,7 +81,8 @@ RUN_COLUMNS = [
     "resumed_from_step", "seed", "peak_lr", "base_lr", "final_train_loss", "top1", "top5", "val_top1",
     "wall_time_s", "train_time_s", "compile_time_s", "eval_time_s", "images_per_s", "images_per_s_ci95",
     "target_top1", "steps_to_target", "time_to_target_s", "started_at", "host", "tf_version",
-    "keras_version", "horovod_version", "mpi_version", "git_commit", "id_version", "data_check", "config",
+    "keras_version", "horovod_version", "mpi_version", "git_commit", "id_version", "data_check", "schema_version",
+    "config",
 ]
 # What re-deriving the ids of a row written under an older identity rule reads (``_migrate``).
 _IDENTITY_COLUMNS = ["run_id", "config_id", "id_version", "data_check", "workers", "hparams", "config"]
@@ -86,9 +95,26 @@ RETRIED = ("failed", "crashed")  # not a result: the next invocation tries the r
 
 _NAME = re.compile(r"(.+)-a(\d+)\.parquet")
 
+# The runs table's schema version, written by ``append_run`` into every row as ``schema_version``; rows without
+# it predate it (schema 1). Bump it when a column changes meaning, so that an older reader refuses such rows
+# rather than misreading them (``NewerVersionError``); a new column alone needs no bump (schemas may grow).
+RUNS_SCHEMA = 1
+# RunConfig fields that earlier versions had and this one removed (name -> the commit that removed it): rows
+# carrying them are old, not newer, and read as usual (bench.config.identity ignores them). ``git log -p --
+# bench/config.py`` up to e5d1bdb: every field added since 1689eba is still there, none removed.
+REMOVED_FIELDS: dict[str, str] = {}
+_NEWER = "written by a newer nlcg-bench: upgrade, or move the file out"
+# What the refusal of rows from a newer version reads (``_refuse_newer``).
+_VERSION_COLUMNS = ["run_id", "attempt", "id_version", "schema_version", "config"]
+
 
 class WriteError(OSError):
     """A results file could not be written (disk full, file too large, permission); nothing was published."""
+
+
+class NewerVersionError(config.ConfigError):
+    """A results file holds rows this version cannot read faithfully (a newer id rule, config fields or
+    runs-table schema): the one-line message names the file, what it holds and what this version reads."""
 
 
 # ---- writing ----------------------------------------------------------------------------------------
@@ -137,7 +163,7 @@ def append_run(directory: str | Path, run: dict, history: list[dict]) -> Path:
         attempt = 1 + _legacy_rows(directory, run_id) + len(_attempt_names(runs_dir, run_id))
         while True:
             name = f"{run_id}-a{attempt}.parquet"
-            run_df = pd.DataFrame([{**run, "attempt": attempt}])
+            run_df = pd.DataFrame([{**run, "attempt": attempt, "schema_version": RUNS_SCHEMA}])
             run_df = run_df[[c for c in RUN_COLUMNS if c in run_df] + [c for c in run_df if c not in RUN_COLUMNS]]
             hist_path = None
             if history:
@@ -194,6 +220,12 @@ def _schema(path: Path) -> pa.Schema:
     if "run_id" not in schema.names or not pa.types.is_string(schema.field("run_id").type) and not \
             pa.types.is_large_string(schema.field("run_id").type):
         raise ValueError(f"wrong schema: no string column run_id (columns: {', '.join(schema.names)})")
+    versions = [n for n in ("schema_version", "id_version") if n in schema.names]
+    if any(not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t))
+           for t in (schema.field(n).type for n in versions)):  # a version that is not a number: not ours to read
+        why = _newer(pq.read_table(path, columns=["run_id", *versions]).slice(0, 1).to_pylist()[0])
+        if why:  # else ("2" as a string) the type clash with the others' numbers skips it as unreadable
+            raise NewerVersionError(f"{path}: {why}: {_NEWER}")
     return schema
 
 
@@ -208,6 +240,8 @@ def _read(paths: list[Path], columns: list[str] | None = None, run_id: str | lis
         try:
             s = _schema(path)
             schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
+        except NewerVersionError:
+            raise
         except (OSError, ValueError, TypeError, pa.ArrowException) as e:
             _skip(path, e)
             continue
@@ -228,6 +262,81 @@ def _read(paths: list[Path], columns: list[str] | None = None, run_id: str | lis
         except (OSError, ValueError, TypeError, pa.ArrowException) as e:
             _skip(fragment.path, e)
     return pa.concat_tables(tables) if tables else None
+
+
+def _known(value, newest: int) -> bool:
+    """Whether a row's ``id_version`` or ``schema_version`` is absent (an older writer's) or one of 1..newest."""
+    if value is None or value is pd.NA or isinstance(value, float) and math.isnan(value):
+        return True
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return number.is_integer() and 1 <= number <= newest
+
+
+def _unknown_fields(text) -> list[str]:
+    """The fields of a config JSON that this RunConfig neither has nor had (REMOVED_FIELDS)."""
+    if not isinstance(text, str) or not text.startswith("{"):
+        return []
+    try:
+        values = json.loads(text)
+    except ValueError:
+        return []
+    return sorted(set(values) - set(config.FIELDS) - set(REMOVED_FIELDS)) if isinstance(values, dict) else []
+
+
+def _newer(row: dict) -> str | None:
+    """What makes one runs row (as written, before ``_migrate``) a newer version's, or None."""
+    if not _known(row.get("schema_version"), RUNS_SCHEMA):
+        return f"runs-table schema_version {row['schema_version']!r}; this nlcg-bench reads 1..{RUNS_SCHEMA}"
+    if not _known(row.get("id_version"), config.ID_VERSION):
+        return (f"run {row.get('run_id')} was written under id rule id_version = {row['id_version']!r}; this "
+                f"nlcg-bench reads rules 1..{config.ID_VERSION}")
+    unknown = _unknown_fields(row.get("config"))
+    if unknown:
+        return (f"run {row.get('run_id')}'s config has field(s) {', '.join(unknown)} that this nlcg-bench's RunConfig "
+                "does not know (bench/config.py)")
+    return None
+
+
+def _refuse_newer(df: pd.DataFrame, paths: list[Path], directory: Path) -> None:
+    """Raise NewerVersionError naming the first file whose rows ``_newer`` refuses (and how many more there are).
+
+    Why refuse rather than skip: such a row maps onto a run id of this version that trained otherwise (its
+    unknown fields dropped, or its id rule read as the first), so a sweep would count that run as done and a
+    report would average it with runs it does not belong with; skipping it would train the run again beside a
+    result the folder already holds. The user decides: upgrade, or move the file out of the folder."""
+    if not len(df) or not {"schema_version", "id_version", "config"} & set(df.columns):
+        return
+    by_name = {p.name: p for p in paths}
+    legacy = next((p for p in paths if p.name == RUNS), directory / RUNS_DIR)
+    refused = {}
+    for row in df[[c for c in _VERSION_COLUMNS if c in df]].to_dict("records"):
+        why = _newer(row)
+        if why is None:
+            continue
+        try:
+            name = f"{row.get('run_id')}-a{int(row.get('attempt'))}.parquet"
+        except (TypeError, ValueError):  # no attempt (a legacy row): its file is the legacy one
+            name = ""
+        refused.setdefault(by_name.get(name, legacy), why)
+    if refused:
+        (path, why), *more = refused.items()
+        also = f" ({len(more)} more file(s) refused alike, e.g. {more[0][0].name})" if more else ""
+        raise NewerVersionError(f"{path}: {why}: {_NEWER}{also}")
+
+
+def check_readable(directory: str | Path) -> None:
+    """Raise NewerVersionError when a runs row of ``directory`` is a newer version's (``_refuse_newer``); what a
+    sweep can call before it declares or trains anything. Unreadable files are left to the loaders' warning."""
+    directory = Path(directory)
+    paths = _legacy(directory, RUNS) + _files(directory / RUNS_DIR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = _read(paths, _VERSION_COLUMNS)
+    if table is not None:
+        _refuse_newer(table.to_pandas(), paths, directory)
 
 
 def _legacy_data(values: dict, data_dirs: dict | None) -> str:
@@ -273,11 +382,13 @@ def _migrate(df: pd.DataFrame, data_dirs: dict | None) -> pd.DataFrame:
 
 def _runs(directory: Path, columns: list[str] | None = None, data_dirs: dict | None = None) -> pd.DataFrame:
     paths = _legacy(directory, RUNS) + _files(directory / RUNS_DIR)
-    read = None if columns is None else list(dict.fromkeys([*columns, *_IDENTITY_COLUMNS]))
+    read = None if columns is None else list(dict.fromkeys([*columns, *_IDENTITY_COLUMNS, *_VERSION_COLUMNS]))
     table = _read(paths, read)
     if table is None:
         return pd.DataFrame(columns=RUN_COLUMNS if columns is None else columns)
-    df = _migrate(table.to_pandas(), data_dirs)
+    df = table.to_pandas()
+    _refuse_newer(df, paths, directory)
+    df = _migrate(df, data_dirs)
     keys = [k for k in ("started_at", "attempt") if k in df]
     if keys:  # legacy rows first, then files by publication; a run's latest attempt ends up last
         df = df.sort_values(keys, kind="stable", na_position="last")
@@ -294,7 +405,8 @@ def load_runs(directory: str | Path, data_dirs: dict | None = None) -> pd.DataFr
     folder holds no run (or does not exist). Unreadable files are named in a warning and skipped. Rows
     written under the first identity rule get the current run_id and config_id (``_migrate``; then a
     ``legacy_run_id`` column has their old run_id); ``data_dirs`` ({data set: data_dir}, a sweep's) says where
-    their data are when the folder their config names holds none.
+    their data are when the folder their config names holds none. A row of a newer nlcg-bench raises
+    NewerVersionError (module docstring), as in every reader here.
     """
     return _runs(Path(directory), data_dirs=data_dirs)
 
@@ -390,10 +502,15 @@ def run_rows(directory: str | Path, run_id: str, columns: list[str] | None = Non
     """
     directory, run_id = Path(directory), check_run_id(run_id)
     columns = None if columns is None else ["run_id", *[c for c in columns if c != "run_id"]]
-    legacy = _read(_legacy(directory, RUNS), columns, run_id)
+    read = None if columns is None else list(dict.fromkeys([*columns, *_VERSION_COLUMNS]))
+    legacy = _read(_legacy(directory, RUNS), read, run_id)
     files = _attempt_files(directory, run_id, 0 if legacy is None else legacy.num_rows)
-    tables = [t.to_pandas() for t in (legacy, _read(files, columns, run_id)) if t is not None]
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns or RUN_COLUMNS)
+    tables = [t.to_pandas() for t in (legacy, _read(files, read, run_id)) if t is not None]
+    if not tables:
+        return pd.DataFrame(columns=columns or RUN_COLUMNS)
+    df = pd.concat(tables, ignore_index=True)
+    _refuse_newer(df, _legacy(directory, RUNS) + files, directory)  # a newer version's row is not "done"
+    return df if columns is None else df[[c for c in columns if c in df]]
 
 
 def is_completed(directory: str | Path, run_id: str) -> bool:

@@ -17,7 +17,9 @@ of optimizer NAME only (``[hparams]`` applies to every run)::
 ``python -m bench sweep experiments/mini.toml --workers 2 --pack 1``: every run on 2 Horovod workers (without
 the flags, the file's ``[launch]`` table's ``workers`` and ``pack``, else 1 and 1).
 Launched outside MPI with ``workers x pack > 1``, the command re-launches itself under ``mpirun -np
-workers*pack``; launched under ``mpirun -np N`` it uses those N ranks. With ``--pack K`` the ranks split into K
+workers*pack`` (passing ``--workers``, which the child checks); launched under ``mpirun -np N`` it uses those N
+ranks, N / pack per run, and refuses a worker count (``--workers``, else the file's ``[launch] workers``) that
+says otherwise: the runs would be other runs (their run_id counts the workers). With ``--pack K`` the ranks split into K
 groups of ``N / K`` ranks (mpi4py), each with its own Horovod (``hvd.init(comm=group)``), and group k runs
 the pending runs k, k + K, k + 2K, ... Every run is validated (config, data files, batch split) before any
 trains. Runs whose run_id already has a ``complete`` or ``diverged`` row are skipped (rows of an older
@@ -25,7 +27,8 @@ identity rule count under their current id: bench.results, told where the sweep'
 or a larger version of it, runs only what is missing, and a killed sweep resumes where it stopped (a run
 cut off in the middle resumes from its last checkpoint when ``checkpoint_every_epochs`` is set, else
 starts again: rows appear only when a run ends). A run that fails is recorded as
-``failed`` and the sweep goes on; the next invocation retries it.
+``failed`` and the sweep goes on; the next invocation retries it, up to ``--max-failures`` failures in a row
+(bench.attempts). Every line about a run names its run_id (and its grid values).
 """
 
 from __future__ import annotations
@@ -42,10 +45,11 @@ from bench.grid import Sweep, load
 
 
 def check(sweep: Sweep, workers: int) -> None:
-    """Everything that can fail before training: data files, the batch split and evaluation's splits on
-    ``workers`` ranks."""
-    from bench import data, distributed, evaluate
+    """Everything that can fail before training: rows of a newer version in the results folder, data files, the
+    batch split and evaluation's splits on ``workers`` ranks."""
+    from bench import data, distributed, evaluate, results
 
+    results.check_readable(_folder(sweep))  # rows of a newer version: refused before anything is written
     for cfg in sweep.runs:
         data.check(cfg)
         distributed.split_batch(cfg.global_batch, workers, cfg.per_worker_batch)
@@ -62,9 +66,11 @@ def _data_dirs(sweep: Sweep) -> dict:
     return {cfg.dataset: cfg.data_dir for cfg in sweep.runs}
 
 
-def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES):
+def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES,
+           max_failures: int = attempts.MAX_FAILURES):
     """One row per run: the grid values, its run_id on ``workers`` ranks, its state (complete, diverged,
-    pending, running, failed or crashed and so retried, skipped), and its crashed attempts."""
+    pending, running, failed or crashed and so retried, skipped (crashed) or skipped (failed)), its crashed
+    attempts and its failed attempts in a row."""
     import pandas as pd
 
     from bench import claims, results
@@ -80,8 +86,8 @@ def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES):
         state = "pending"
         if len(finished):
             state = finished.status.iloc[-1]
-        elif past.skip_reason(rid, max_crashes):
-            state = "skipped (crashed)"
+        elif past.skipped(rid, max_crashes, max_failures):
+            state = f"skipped ({past.skipped(rid, max_crashes, max_failures)})"
         elif rid in running:
             owner = running[rid]
             where = f"{owner.get('host')}:{owner.get('pid')}"
@@ -91,7 +97,7 @@ def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES):
             state = f"{found.status.iloc[-1]} (will retry)"
         top1 = found.top1.iloc[-1] if len(found) and "top1" in found else float("nan")
         rows.append({**{k: getattr(cfg, k) for k in sweep.grid}, "run_id": rid, "state": state,
-                     "crashed": past.crashes.get(rid, 0), "top1": top1})
+                     "crashed": past.crashes.get(rid, 0), "failed": past.failed_in_a_row.get(rid, 0), "top1": top1})
     return pd.DataFrame(rows)
 
 
@@ -124,6 +130,7 @@ class Group:
     index: int
     ranks: list
     max_crashes: int = attempts.MAX_CRASHES
+    max_failures: int = attempts.MAX_FAILURES
     tried: set = dataclasses.field(default_factory=set)  # run_ids this process's group took (any outcome)
     said: set = dataclasses.field(default_factory=set)  # skipped run_ids already reported
 
@@ -132,10 +139,12 @@ def claim_next(sweep: Sweep, workers: int, group: Group, say=print):
     """Claim the next run to train: (cfg, claims.Claim), or (None, None) when none is left. Chief only.
 
     Skipped: runs finished, runs this group took, runs that failed or crashed in this job (any group's
-    row), runs with ``max_crashes`` crashed attempts (said once). The store is read again at every call, so
-    runs finished meanwhile by other sweep processes are not trained again. A claim that took over a dead
-    attempt records it first (bench.attempts); the run is re-checked by name after claiming, since its owner
-    may have finished it and released the claim between the two reads, or a listing may not show it yet."""
+    row), runs with ``max_crashes`` crashed attempts or ``max_failures`` failed rows in a row (said once).
+    The store is read again at every call, so runs finished meanwhile by other sweep processes are not
+    trained again. After claiming, the run's rows are read again, by name, before anything is recorded: since
+    the table above was read its owner may have finished or failed it and released the claim, and a listing
+    may lag on a shared file system; so a claim left by an attempt that stored its row is not recorded as a
+    crash (bench.attempts.record_dead). A claim that took over a dead attempt records it then."""
     from bench import claims, faults, results
 
     faults.point("claim")
@@ -146,43 +155,51 @@ def claim_next(sweep: Sweep, workers: int, group: Group, say=print):
         run_id = cfg.run_id(workers)
         if run_id in done or run_id in group.tried or run_id in past.failed_here:
             continue
-        why = past.skip_reason(run_id, group.max_crashes)
-        if why:
-            if run_id not in group.said:
-                group.said.add(run_id)
-                say(f"[group {group.index}] skipping {_describe(sweep, cfg)}: {why}")
+        if _skipping(sweep, cfg, workers, group, past, say):
             continue
         claim = claims.claim(cfg.results_dir, run_id, extra={"job": group.job, "ranks": group.ranks})
         if claim is None:  # a live owner (another group, job or sweep process) has it
             continue
         try:
-            counted, text = attempts.record_dead(cfg, workers, claim)
+            rows = results.run_rows(cfg.results_dir, run_id, ["status", "job", "error", "started_at", "attempt"])
+            now = attempts.Past.of(rows, group.job)
+            if past.crashes.get(run_id, 0) > now.crashes.get(run_id, 0):  # rows of an older id rule: listed only
+                now.crashes[run_id], now.last_crash[run_id] = past.crashes[run_id], past.last_crash.get(run_id, "?")
+            if len(rows) and (rows.status.isin(results.DONE).any() or now.failed_here):
+                claim.release()
+                continue
+            counted, text = attempts.record_dead(cfg, workers, claim, rows)
         except BaseException:
             claim.release()
             raise
         if text:
-            say(f"[group {group.index}] an earlier attempt of {_describe(sweep, cfg)} {text}"
+            say(f"[group {group.index}] an earlier attempt of run {_describe(sweep, cfg, workers)} {text}"
                 + ("" if counted else " (not counted as a crash)"))
-        if counted and past.crashes.get(run_id, 0) + 1 >= group.max_crashes:
-            claim.release()
-            past.crashes[run_id] = past.crashes.get(run_id, 0) + 1
-            past.last_crash[run_id] = text
-            group.said.add(run_id)
-            why = past.skip_reason(run_id, group.max_crashes)
-            say(f"[group {group.index}] skipping {_describe(sweep, cfg)}: {why}")
-            continue
-        # read again, by name: since the table above was read, its owner may have finished or failed it and
-        # released the claim (a listing may also lag on a shared file system)
-        rows = results.run_rows(cfg.results_dir, run_id, ["status", "job"])
-        if len(rows) and (rows.status.isin(results.DONE).any() or attempts.Past.of(rows, group.job).failed_here):
+        if counted:
+            now.crashes[run_id] = now.crashes.get(run_id, 0) + 1
+            now.last_crash[run_id] = text
+            now.failed_in_a_row.pop(run_id, None)
+        if _skipping(sweep, cfg, workers, group, now, say):  # rows another job wrote meanwhile, or this crash
             claim.release()
             continue
         return cfg, claim
     return None, None
 
 
-def _describe(sweep: Sweep, cfg: RunConfig) -> str:
-    return ", ".join(f"{k}={getattr(cfg, k)}" for k in sweep.grid)
+def _skipping(sweep: Sweep, cfg: RunConfig, workers: int, group: Group, past: attempts.Past, say) -> bool:
+    """Whether ``past`` says to skip the run (its crash or failure limit); the line saying so, once."""
+    run_id = cfg.run_id(workers)
+    why = past.skip_reason(run_id, group.max_crashes, group.max_failures)
+    if why and run_id not in group.said:
+        group.said.add(run_id)
+        say(f"[group {group.index}] skipping run {_describe(sweep, cfg, workers)}: {why}")
+    return bool(why)
+
+
+def _describe(sweep: Sweep, cfg: RunConfig, workers: int) -> str:
+    """The run's id and, when the sweep has a grid, its grid values: every line about a run names it."""
+    values = ", ".join(f"{k}={getattr(cfg, k)}" for k in sweep.grid)
+    return f"{cfg.run_id(workers)} ({values})" if values else cfg.run_id(workers)
 
 
 def _agreed_check(sweep: Sweep, world) -> None:
@@ -231,21 +248,54 @@ def _start(pack: int):
     return world, Group(job, index, list(range(first, first + world.size))), world_rank
 
 
-def run(sweep: Sweep, pack: int = 1, say=print, max_crashes: int = attempts.MAX_CRASHES) -> int:
+def _declared(sweep: Sweep, declared: tuple, world, world_rank: int, say) -> bool:
+    """``study.json`` written by world rank 0 (bench.grid.declare, ``declared`` = (source, time)) once every check
+    passed, and every rank told before any trains (a bounded wait). False, said once, if it could not be written."""
+    from bench import distributed
+    from bench.grid import declare
+
+    error = None
+    if world_rank == 0:
+        try:
+            declare(sweep, *declared)
+        except OSError as e:
+            error = f"cannot write {_folder(sweep) / 'study.json'}: {e}"
+    try:
+        if under_mpi():
+            from mpi4py import MPI
+
+            comm = MPI.COMM_WORLD
+            if comm.size > 1:
+                error = distributed.exchange(comm, comm.rank, comm.size, error, "the study's declaration")[0]
+        elif world.size > 1:  # Gloo: Horovod is the only channel
+            error = distributed.from_chief(world, error, "the study's declaration")
+    except distributed.PeersSilent as e:
+        distributed.abort(str(e))
+    if error is not None and world_rank == 0:
+        say(f"error: {error}")
+    return error is None
+
+
+def run(sweep: Sweep, pack: int = 1, say=print, max_crashes: int = attempts.MAX_CRASHES,
+        max_failures: int = attempts.MAX_FAILURES, declared: tuple | None = None) -> int:
     """Run the pending runs of ``sweep`` on this MPI allocation (or this one process). Returns #failed.
 
     Each group's chief claims the next run (claim_next) and tells its ranks which; so any number of groups,
     sweep processes and cluster jobs on one results folder train every run once. A run that fails on any
     rank fails on all (train.run) and the group goes on with its next claim; no group of this job tries it
     again (the next invocation will). A run whose process died natively is recorded as ``crashed`` by the
-    next claimant and skipped after ``max_crashes`` such attempts (bench.attempts)."""
+    next claimant and skipped after ``max_crashes`` such attempts, a run that keeps failing after
+    ``max_failures`` failed rows in a row (bench.attempts). ``declared`` (the sweep file, the time): the study's
+    declaration (``study.json``) is written once every check passed, before any run trains."""
     import keras
 
     from bench import distributed, train
 
     world, group, world_rank = _start(pack)
-    group.max_crashes = max_crashes
+    group.max_crashes, group.max_failures = max_crashes, max_failures
     _agreed_check(sweep, world)
+    if declared is not None and not _declared(sweep, declared, world, world_rank, say):
+        return 1
     if world.is_chief and group.index == 0:
         todo = len(pending(sweep, world.size))
         say(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - todo} done, {todo} to run "
@@ -268,7 +318,7 @@ def run(sweep: Sweep, pack: int = 1, say=print, max_crashes: int = attempts.MAX_
             cfg = sweep.runs[index]
             group.tried.add(cfg.run_id(world.size))
             if world.is_chief:
-                say(f"[group {group.index}] run {len(group.tried)}: {_describe(sweep, cfg)}")
+                say(f"[group {group.index}] run {len(group.tried)}: {_describe(sweep, cfg, world.size)}")
             ok = True
             try:
                 row = train.run(cfg, world, claim=held, job=group.job)
@@ -308,30 +358,44 @@ def add_arguments(p) -> None:
     p.add_argument("--max-crashes", type=int, default=None,
                    help="skip a run after this many attempts that died natively (no row; recorded as crashed "
                    "by the next claimant); default: the file's [launch] max_crashes, else 2")
+    p.add_argument("--max-failures", type=int, default=None,
+                   help="skip a run whose last this many attempts in a row failed (a failed row each, over "
+                   "invocations); default: the file's [launch] max_failures, else 3")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field for every run")
 
 
 def main(args) -> int:
-    """``python -m bench sweep FILE [--workers N] [--pack K] [--max-crashes M] [--dry-run] [--set k=v ...]``."""
+    """``python -m bench sweep FILE [--workers N] [--pack K] [--max-crashes M] [--max-failures F] [--dry-run]
+    [--set k=v ...]``."""
     sweep = load(args.file, args.overrides)
-    workers = args.workers if args.workers is not None else sweep.launch.get("workers", 1)
+    asked = args.workers if args.workers is not None else sweep.launch.get("workers")
+    workers = asked if asked is not None else 1
     pack = args.pack if args.pack is not None else sweep.launch.get("pack", 1)
     max_crashes = args.max_crashes if args.max_crashes is not None else \
         sweep.launch.get("max_crashes", attempts.MAX_CRASHES)
-    if workers < 1 or pack < 1 or max_crashes < 1:
-        raise ConfigError(f"--workers {workers} --pack {pack} --max-crashes {max_crashes}: each must be >= 1")
+    max_failures = args.max_failures if args.max_failures is not None else \
+        sweep.launch.get("max_failures", attempts.MAX_FAILURES)
+    if workers < 1 or pack < 1 or max_crashes < 1 or max_failures < 1:
+        raise ConfigError(f"--workers {workers} --pack {pack} --max-crashes {max_crashes} --max-failures "
+                          f"{max_failures}: each must be >= 1")
     if under_mpi():
         size = mpi_size()
         if size and size % pack:
             raise ConfigError(f"--pack {pack} does not divide the {size} MPI ranks; valid: a divisor of {size}")
+        if size and asked is not None and asked != size // pack:
+            source = "--workers" if args.workers is not None else f"{args.file}'s [launch] workers ="
+            raise ConfigError(f"{source} {asked} disagrees with this launch: {size} MPI rank(s) in {pack} group(s) "
+                              f"(--pack {pack}) give {size // pack} worker(s) per run; valid: --workers "
+                              f"{size // pack} here, or launch {asked * pack} ranks (mpirun -np {asked * pack}) "
+                              f"for --workers {asked} --pack {pack}")
         workers = size // pack if size else workers
     if args.dry_run:
         check(sweep, workers)
         import pandas as pd
 
-        table = status(sweep, workers, max_crashes)
+        table = status(sweep, workers, max_crashes, max_failures)
         with pd.option_context("display.width", 200, "display.max_rows", 10_000):
             print(table.to_string(index=False))
         left = int((table.state.isin(["pending"]) | table.state.str.endswith("(will retry)")
@@ -340,7 +404,8 @@ def main(args) -> int:
         return 0
     if not under_mpi() and workers * pack > 1:
         check(sweep, workers)  # fail here, in one process, rather than in every rank
-        argv = ["sweep", str(args.file), "--pack", str(pack), "--max-crashes", str(max_crashes)]
+        argv = ["sweep", str(args.file), "--workers", str(workers), "--pack", str(pack), "--max-crashes",
+                str(max_crashes), "--max-failures", str(max_failures)]
         for item in args.overrides:
             argv += ["--set", item]
         cmd = relaunch_command(argv, workers, pack)
@@ -348,8 +413,6 @@ def main(args) -> int:
         os.execvp(cmd[0], cmd)  # replaces this process: its exit code is mpirun's
     import datetime as dt
 
-    from bench.grid import declare
-
-    declare(sweep, args.file, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))  # before any run trains
-    failed = run(sweep, pack, max_crashes=max_crashes)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    failed = run(sweep, pack, max_crashes=max_crashes, max_failures=max_failures, declared=(args.file, now))
     return 1 if failed else 0

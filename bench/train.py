@@ -227,7 +227,9 @@ def run(cfg: RunConfig, world: World | None = None, claim=None, job: str = "") -
     if world.is_chief:
         faults.point("results", world.rank)
         written = results.append_run(cfg.results_dir, row, measured.history)
-        if not failures:  # a finished run needs its checkpoint no more; a failed one keeps it for its retry
+        # a finished run needs its checkpoint no more; a failed one keeps it for its retry (whose restore sets
+        # it aside if it cannot be restored: bench.checkpoint)
+        if not failures:
             shutil.rmtree(checkpoint.directory(cfg.results_dir, row["run_id"]), ignore_errors=True)
     if failures:
         raise RunFailed(row["error"]) from measured.error

@@ -229,8 +229,10 @@ def _adjust(entries: list[dict]) -> int:
 
 def study_claim(study: dict | None, prep: pd.DataFrame) -> dict:
     """The primary claim's declaration: the study's (bench.grid.declare), else the default: NLCG-FR against
-    the best baseline at the largest batch, pooled over every budget run there, no confirmation seeds."""
-    claim = dict((study or {}).get("claim") or DEFAULT_CLAIM)
+    the best baseline at the largest batch, pooled over every budget run there, no confirmation seeds. A
+    declaration that leaves keys out takes these defaults for them, as a sweep file's [claim] table does."""
+    declared = (study or {}).get("claim")
+    claim = {**DEFAULT_CLAIM, **(declared or {})}
     claim.setdefault("global_batch", int(prep.global_batch.max()))
     at = prep[prep.global_batch == claim["global_batch"]]
     if not claim.get("epochs"):  # undeclared, or step budgets: every budget run at the claim's batch
@@ -238,15 +240,32 @@ def study_claim(study: dict | None, prep: pd.DataFrame) -> dict:
     return claim
 
 
-def _critical(runs: pd.DataFrame, history: pd.DataFrame | None) -> list[dict]:
-    """B_crit of each NLCG form over the best baseline's (plots.critical_batch); infinities as "inf"."""
+def _critical(runs: pd.DataFrame, history: pd.DataFrame | None, target: float | None = None) -> list[dict]:
+    """B_crit of each NLCG form over the best baseline's (plots.critical_batch) at one ``target`` (None: the runs'
+    own, ``critical_batch.runs_target``); infinities as "inf"."""
     from plots import critical_batch
 
     if history is None:
         return []
-    out = critical_batch.comparison(critical_batch.fits(runs, history))
+    out = critical_batch.comparison(critical_batch.fits(runs, history, target))
     return [{k: ("inf" if isinstance(v, float) and math.isinf(v) else _num(v) if isinstance(v, float) else v)
              for k, v in e.items()} for e in out]
+
+
+def _target(study: dict | None, runs: pd.DataFrame) -> float | None:
+    """The one target top-1 that steps to the target are read at: the study's ``target_top1`` (plots.report puts
+    the one the sweep file asks now there), else the runs' own (``critical_batch.runs_target``)."""
+    from plots import critical_batch
+
+    asked = (study or {}).get("target_top1")
+    return float(asked) if asked else critical_batch.runs_target(runs)
+
+
+def _written_targets(runs: pd.DataFrame) -> list[dict]:
+    """[{target_top1, runs}]: the targets the finished runs were written under (several: the study's changed)."""
+    from plots import critical_batch
+
+    return [{"target_top1": t, "runs": n} for t, n in critical_batch.targets(runs).items()]
 
 
 def _noise(runs: pd.DataFrame, history: pd.DataFrame | None, scale: float) -> dict | None:
@@ -340,7 +359,8 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
         "divergence_rule": DIVERGENCE_RULE, "baselines": list(BASELINES),
         "claims": entries, "tuned_rule": TUNED_RULE, "tuned_claims": tuned, "tuned_note": tuned_note,
         "mixed_commits": mixed,
-        "critical_batch_rule": CRITICAL_RULE, "critical_batch": _critical(runs, history),
+        "critical_batch_rule": CRITICAL_RULE, "critical_batch": _critical(runs, history, _target(study, runs)),
+        "target_top1": _target(study, runs), "target_top1_written": _written_targets(runs),
         "noise_scale_rule": NOISE_RULE, "noise_scale_published": PUBLISHED_NOISE,
         "noise_scale_mapping": _noise(runs, history, scale),
         "configurations": [{"config_id": r.config_id, "optimizer": r.optimizer, "label": r.label,
@@ -357,6 +377,11 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
 def caveats(doc: dict, summary: pd.DataFrame) -> list[str]:
     """What separates our runs from the paper's study: budget, dataset, steps per run, reach in batch."""
     out = []
+    written = [w["target_top1"] for w in doc.get("target_top1_written") or []]
+    if doc.get("target_top1") and written and set(written) != {doc["target_top1"]}:
+        out.append(f"Target top-1: the runs were written under target_top1 {', '.join(f'{t:g}' for t in written)}; "
+                   f"steps to the target are re-evaluated from every run's evaluations at {doc['target_top1']:g} (the "
+                   "study's), never read from a row written under another target.")
     study_data, study_model = PAPER_STUDY[doc["paper_dataset"]]
     budgets = sorted(summary.epochs.unique())
     if budgets != [float(doc["paper_epochs"])]:

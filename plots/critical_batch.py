@@ -19,9 +19,15 @@ by sqrt(n / (n - 1)) (n seeds): a plain bootstrap's spread is the ddof=0 one, to
 A batch enters only when every seed of its configuration reached the target (a mean of the others would be
 biased low); a series needs MIN_BATCHES (3) batches.
 
-Which steps: the runs' ``steps_to_target`` when they have it; else the first evaluation whose top-1 reaches
-the target in the history, the target being the runs' ``target_top1`` or 90 % of the best configuration's
-mean final top-1 (rounded down to 0.01), the rule of plots.figures.steps_to_target.
+Which steps: one target for every run, re-evaluated from each run's history (its evaluation rows carry top-1
+at their step): the first evaluation whose top-1 reaches it. ``target_top1`` is outside the run id, so a study
+whose target changed after some runs finished holds rows written under the old one, and their stored
+``steps_to_target`` answer another question; reading them beside the others would mix targets. The target is
+the one asked (plots.report: the study's), else the runs' ``target_top1`` (``runs_target``: several, the
+latest started run's, said in ``mixed_targets``), else 90 % of the best configuration's mean final top-1
+(rounded down to 0.01), the rule of plots.figures.steps_to_target. A run without evaluation rows in the history
+(none given, or its file unreadable) keeps its stored ``steps_to_target`` only when it was written under that
+same target; else it did not reach it (NaN).
 
 Which runs, per batch: McCandlish's S(B) is the fewest steps at batch B under the best tuning, and Shallue et
 al. (arXiv 1811.03600) tune at every batch. So a series is an optimizer with its untuned setting (the runs'
@@ -150,24 +156,55 @@ def bootstrap(points: dict, draws: int = DRAWS, seed: int = 0) -> dict:
 # ---- from the runs table -----------------------------------------------------------------------------------
 
 
+def targets(runs: pd.DataFrame) -> dict:
+    """{target_top1: finished runs written under it} of the runs that set one (> 0)."""
+    prep = stats.finished(runs) if len(runs) else runs
+    if "target_top1" not in prep:
+        return {}
+    set_ = prep.target_top1.astype(float)
+    return {float(t): int(n) for t, n in set_[set_ > 0].value_counts().sort_index().items()}
+
+
+def runs_target(runs: pd.DataFrame) -> float | None:
+    """The runs' own target: their one ``target_top1`` (> 0), or with several (the study's target changed
+    between runs) the latest started finished run's, the study's most recent; None when no run set one."""
+    found = targets(runs)
+    if len(found) <= 1:
+        return next(iter(found), None)
+    done = stats.finished(runs)
+    done = done[done.target_top1.astype(float) > 0]
+    if "started_at" in done:
+        done = done.sort_values("started_at", kind="stable", na_position="first")
+    return float(done.target_top1.iloc[-1])
+
+
 def steps_to_target(runs: pd.DataFrame, history: pd.DataFrame | None = None, target: float | None = None):
     """(finished runs with ``config_id``, ``budget`` and ``reach``: steps to the target, NaN if not reached;
-    the target, or None when the runs' own ``steps_to_target`` is used)."""
+    the target, None if there is none). One target for every run (module docstring): ``target``, else
+    ``runs_target``, else 90 % of the best mean final top-1; steps from each run's evaluation rows in
+    ``history``, or its stored ``steps_to_target`` if it has none there and was written under that target."""
     prep = stats.prepare(runs)
-    own = "steps_to_target" in prep and prep.steps_to_target.notna().any()
-    if target is None and own:
-        return prep.assign(reach=prep.steps_to_target.astype(float)), None
-    if history is None or "top1" not in history or prep.empty:
+    if prep.empty:
         return prep.assign(reach=np.nan), target
+    has_evals = history is not None and "top1" in history and history.top1.notna().any()
     if target is None:
-        set_targets = prep.target_top1[prep.target_top1 > 0] if "target_top1" in prep else pd.Series(dtype=float)
+        target = runs_target(prep)
+    if target is None:
         best = stats.summarize(prep).top1_mean.max()
-        if not len(set_targets) and not np.isfinite(best):  # every configuration had a diverged seed
+        if not has_evals or not np.isfinite(best):  # nothing to read, or every configuration had a diverged seed
             return prep.assign(reach=np.nan), None
-        target = float(set_targets.mode().max()) if len(set_targets) else math.floor(90 * best) / 100
-    evals = history[history.run_id.isin(prep.run_id) & history.top1.notna()]
-    first = evals[evals.top1 >= target].groupby("run_id").step.min()
-    return prep.assign(reach=first.reindex(prep.run_id.to_numpy()).to_numpy(dtype=float)), target
+        target = math.floor(90 * best) / 100
+    reach = pd.Series(np.nan, index=prep.index)
+    evaluated = pd.Series(False, index=prep.index)
+    if has_evals:
+        evals = history[history.run_id.isin(prep.run_id) & history.top1.notna()]
+        first = evals[evals.top1 >= target].groupby("run_id").step.min()
+        reach = pd.Series(first.reindex(prep.run_id.to_numpy()).to_numpy(dtype=float), index=prep.index)
+        evaluated = prep.run_id.isin(set(evals.run_id))
+    if "steps_to_target" in prep and "target_top1" in prep:  # no evaluation rows: the stored steps, same target only
+        same = np.isclose(prep.target_top1.astype(float), target) & ~evaluated
+        reach = reach.where(~same, prep.steps_to_target.astype(float))
+    return prep.assign(reach=reach.to_numpy(dtype=float)), target
 
 
 def _tuned(at: pd.DataFrame):
@@ -190,7 +227,7 @@ def fits(runs: pd.DataFrame, history: pd.DataFrame | None = None, target: float 
     batch's steps those of its tuned choice (module docstring): ``bootstrap``'s fields, ``chosen`` ({batch:
     "budget ep[, tuning label]"}), ``left_out`` (batches where no group had every seed reach the target),
     ``b_simple`` (median of the series' runs' last noise_scale; NaN without one) and ``b_simple_range``
-    (min, max), ``target``."""
+    (min, max), ``target`` (the one target every series was read at, ``steps_to_target``)."""
     prep, used = steps_to_target(runs, history, target)
     rows = []
     if prep.empty:
@@ -336,8 +373,9 @@ def critical_batch(runs: pd.DataFrame, history: pd.DataFrame | None = None, targ
     ax.grid(alpha=0.3, which="both", axis="y")
     ax.legend(fontsize=7)
     used = fitted.target.iloc[0]
-    fig.suptitle("Critical batch" + (f" (steps to test top-1 >= {used:g})" if used is not None else
-                                     " (the runs' steps_to_target)"), fontsize=10)
+    mixed = targets(runs)
+    note = f"; runs written under target_top1 {', '.join(f'{t:g}' for t in mixed)}" if len(mixed) > 1 else ""
+    fig.suptitle(f"Critical batch (steps to test top-1 >= {used:g}, from each run's evaluations{note})", fontsize=10)
     return fig
 
 

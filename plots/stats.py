@@ -211,11 +211,29 @@ def series_name(optimizer: str, label: str) -> str:
     return f"{optimizer}, {label}" if label else optimizer
 
 
-def train_size(runs: pd.DataFrame) -> int:
-    """The training-set size of the runs' dataset (one dataset per sweep), held-out validation excluded."""
-    datasets = runs.dataset.unique()
-    if len(datasets) != 1:
-        raise ValueError(f"runs of one dataset expected; got {', '.join(map(str, datasets))}")
-    cfg = json.loads(runs.config.iloc[0]) if "config" in runs else {}
-    size = TRAIN_SIZES[datasets[0]] if datasets[0] in TRAIN_SIZES else int(cfg["synthetic_train_size"])
+def datasets(runs: pd.DataFrame) -> dict:
+    """{data set: runs}, of the rows given (plots.report refuses a folder of several before drawing anything)."""
+    return {str(k): int(n) for k, n in runs.dataset.astype(str).value_counts().sort_index().items()}
+
+
+def _row_train_size(row: dict) -> int:
+    cfg = json.loads(row["config"]) if _present(row, "config") else {}
+    name = str(row["dataset"])
+    size = TRAIN_SIZES[name] if name in TRAIN_SIZES else int(cfg.get("synthetic_train_size",
+                                                                      config.RunConfig.synthetic_train_size))
     return size - int(cfg.get("validation_size", 0))
+
+
+def train_size(runs: pd.DataFrame) -> int:
+    """The training-set size of the runs' dataset, held-out validation excluded: one for every row, which
+    the steps-per-epoch mapping onto the paper needs. ConfigError (one line: the data sets or sizes) for runs of
+    several data sets or sizes: a sweep trains one; two in one folder are two studies, not one to average."""
+    found = datasets(runs)
+    if len(found) != 1:
+        raise config.ConfigError(f"runs of one data set expected; got {len(found)}: "
+                                 + ", ".join(f"{k} ({n} runs)" for k, n in found.items()))
+    sizes = sorted({_row_train_size(r) for r in runs.to_dict("records")})
+    if len(sizes) != 1:
+        raise config.ConfigError(f"runs of one training-set size expected (synthetic_train_size - validation_size); "
+                                 f"got {', '.join(map(str, sizes))}")
+    return sizes[0]

@@ -115,7 +115,7 @@ def _corrupt_fashion(tmp_path):
 BAD = {
     "unknown key": (["--set", "epochz=3"], ["epochz", "valid"]),
     "wrong type": (["--set", "epochs=\"three\""], ["epochs", "float"]),
-    "unknown optimizer": (["--set", "optimizer=adamw"], ["adamw", "momentum"]),
+    "unknown optimizer": (["--set", "optimizer=adamx"], ["adamx", "momentum"]),
     "unknown dataset": (["--set", "dataset=mnist"], ["mnist", "fashion_mnist"]),
     "batch does not split": (["--set", "global_batch=300"], ["300", "256 or 384"]),
     "missing cifar": (["--set", "dataset=cifar100", "--set", "data_dir={tmp}/nothing"],
@@ -169,5 +169,5 @@ def test_perf_reports_ratios_against_the_first_optimizer(tmp_path, workers):
 
 
 def test_perf_unknown_optimizer_exit_2():
-    p = run_cli(["perf", *TINY, "--optimizers", "momentum,adamw"])
-    assert p.returncode == 2 and "adamw" in p.stderr
+    p = run_cli(["perf", *TINY, "--optimizers", "momentum,adamx"])
+    assert p.returncode == 2 and "adamx" in p.stderr

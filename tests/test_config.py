@@ -26,7 +26,7 @@ def test_run_id_depends_on_result_fields_only():
         ({"epochs": "three"}, ["epochs", "'three'", "float"]),
         ({"global_batch": 12.5}, ["global_batch", "int"]),
         ({"augment": 1}, ["augment", "bool"]),
-        ({"optimizer": "adamw"}, ["adamw", "momentum", "nlcg"[:0] + "rmsprop"]),
+        ({"optimizer": "adamx"}, ["adamx", "momentum", "nlcg"[:0] + "rmsprop"]),
         ({"dataset": "mnist"}, ["mnist", "fashion_mnist", "cifar100"]),
         ({"model": "vgg"}, ["vgg", "resnet32"]),
         ({"hparams": {"betaz": 1}}, ["betaz", "momentum"]),

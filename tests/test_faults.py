@@ -193,7 +193,8 @@ def test_a_native_crash_is_a_counted_attempt_and_the_run_is_skipped_after_two(tm
     print(f"{kind}: the third invocation recorded the 2nd crash, skipped the run and trained the next in {took:.1f} s")
     for error in runs[runs.status == "crashed"].error:
         assert "world rank 1" in error and signal_words in error and "faults.py" in error, error
-    assert "skipping seed=0: crashed 2 time(s)" in p.stdout and "--max-crashes 3" in p.stdout
+    crashed_id = runs[runs.status == "crashed"].run_id.iloc[0]  # every line about a run names its run_id
+    assert f"skipping run {crashed_id} (seed=0): crashed 2 time(s)" in p.stdout and "--max-crashes 3" in p.stdout
     dry = run_cli(["sweep", path, "--workers", "2", "--dry-run"])
     assert "skipped (crashed)" in dry.stdout and "0 to run" in dry.stdout
     again = run_cli(["sweep", path, "--workers", "2", "--max-crashes", "3", "--dry-run"])

@@ -177,7 +177,7 @@ def test_the_declaration_is_read_from_the_sweep_file_and_checked(tmp_path):
     assert sweep.claim["global_batch"] == 256 and sweep.claim["confirm_seeds"] == [2] and sweep.claim["declared"]
     for bad, match in (("global_batch = 512", "global_batch = 512 is not run; valid: 256, 1024"),
                        ("confirm_seeds = [0, 1, 2]", "leave others to choose on"),
-                       ("confirm_seeds = [7]", "must list seeds run"), ("optimizer = 'adam'", "is unknown"),
+                       ("confirm_seeds = [7]", "must list seeds run"), ("optimizer = 'adamx'", "is unknown"),
                        ("epochs = [5]", "valid: \\[3.0\\]"), ("pooled = true", "valid keys")):
         with pytest.raises(ConfigError, match=match):
             grid.load(_sweep_file(tmp_path, f"[claim]\n{bad}"))

@@ -340,7 +340,7 @@ def test_report_cli_writes_every_figure_and_the_claims_and_refuses_an_empty_fold
     assert [e["gain_points"] for e in doc["claims"]] == [-2.0, 30.0]
     assert "+30.00 points" in (out / "claims.md").read_text() and "# Claims: toy" in p.stdout
     empty = run_cli(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "figs")])
-    assert empty.returncode == 2 and "no finished runs" in empty.stderr
+    assert empty.returncode == 2 and "nothing: no such results folder" in empty.stderr
     # --against: another sweep's claims at the same batches beside these, a folder without runs said so
     short = tmp_path / "results" / "short"
     for rows in (_seeds("s", "nlcg-fr", 4096, [0.5, 0.52], cfg={"epochs": 1.0}),
@@ -352,6 +352,7 @@ def test_report_cli_writes_every_figure_and_the_claims_and_refuses_an_empty_fold
     assert p.returncode == 0, p.stderr[-3000:]
     doc = json.loads((out / "claims.json").read_text())
     assert [b["sweep"] for b in doc["against"]] == ["toy", "short", "none"] and "missing" in doc["against"][2]
+    assert p.stderr.count("warning: --against") == 1 and "none: no such folder" in p.stderr
     row = [r for r in doc["against"][1]["rows"] if r["what"] == "exploratory"]
     assert [(r["global_batch"], r["epochs"], r["steps"], r["gain_points"]) for r in row] == \
         [(4096, [1.0], [round(60000 / 4096)], pytest.approx(20.5))]

@@ -5,6 +5,7 @@ draw the same numbers)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -86,6 +87,25 @@ def base_dir(cfg: RunConfig, variable: str, what: str) -> Path:
     if not base:
         raise DataError(f"{cfg.dataset}: no data folder; set data_dir in the config or ${variable} ({what})")
     return Path(base)
+
+
+def existing_folder(path: Path, dataset: str, holds: str) -> Path:
+    """``path`` if it is a folder, else DataError naming it (missing, or a file where a folder belongs) and what
+    belongs there (``holds``). os.path, not pathlib: a folder the user may not enter is "not a folder" here, not
+    a PermissionError traceback."""
+    if os.path.isdir(path):
+        return path
+    what = "is a file, not a folder" if os.path.lexists(path) else "does not exist"
+    raise DataError(f"{dataset}: data folder {path} {what}; valid: a folder holding {holds}")
+
+
+def read_bytes(path: Path, what: str) -> np.ndarray:
+    """The bytes of ``path`` as uint8 [n]; DataError naming it when the system refuses (permission, a folder)."""
+    try:
+        return np.fromfile(path, np.uint8)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise DataError(f"{path}: cannot be read ({reason}); valid: a readable {what}") from None
 
 
 def stamp(paths) -> tuple:

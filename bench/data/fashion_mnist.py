@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.config import RunConfig
-from bench.data.common import DataError, DatasetInfo, stamp, stamped_paths
+from bench.data.common import DataError, DatasetInfo, existing_folder, stamp, stamped_paths
 from bench.data.in_memory import InMemory
 from bench.datasets import SPECS
 
@@ -20,18 +20,19 @@ SPEC = SPECS["fashion_mnist"]
 # IDX magic numbers: 0x08 (unsigned bytes) << 8 | the number of dimensions (images N x H x W, labels N)
 IMAGES, LABELS = 2051, 2049
 _HEADER = 16  # bytes of an image file's header: magic and 3 dimensions, 4 bytes each
+_GET = (f"https://github.com/zalandoresearch/fashion-mnist in data_dir (or apt-get install dataset-fashion-mnist: "
+        f"{FASHION_DIR})")
 
 
 def files(cfg: RunConfig, split: str) -> tuple[Path, Path]:
-    """(images, labels) files of "train" or "test" in data_dir or FASHION_DIR; DataError if one is missing."""
-    folder = Path(cfg.data_dir or FASHION_DIR)
+    """(images, labels) files of "train" or "test" in data_dir or FASHION_DIR; DataError if the folder or a file
+    is missing."""
+    folder = existing_folder(Path(cfg.data_dir or FASHION_DIR), "fashion_mnist", f"the four *-ubyte.gz files of {_GET}")
     stem = "train" if split == "train" else "t10k"
     paths = (folder / f"{stem}-images-idx3-ubyte.gz", folder / f"{stem}-labels-idx1-ubyte.gz")
     for f in paths:
         if not f.is_file():
-            raise DataError(f"fashion_mnist: missing {f}; apt-get install dataset-fashion-mnist (files in "
-                            f"{FASHION_DIR}) or put the four *-ubyte.gz files of "
-                            "https://github.com/zalandoresearch/fashion-mnist in data_dir")
+            raise DataError(f"fashion_mnist: missing {f}; put the four *-ubyte.gz files of {_GET}")
     return paths
 
 
@@ -55,6 +56,8 @@ def _idx_header(path: Path, head: bytes, magic: int, tail: tuple) -> tuple:
     dims = struct.unpack(f">{ndim}I", head[4:4 + 4 * ndim])
     if dims[1:] != tail:
         raise DataError(f"{path}: IDX dims {dims}; expected (N, {', '.join(map(str, tail))})")
+    if dims[0] == 0:  # an empty split: no epoch, no evaluation, a division by zero further on
+        raise DataError(f"{path}: IDX dims {dims}: no {'images' if ndim == 3 else 'labels'}; expected N >= 1")
     return dims
 
 
