@@ -27,7 +27,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install apt test test-fast lint smoke bench sweep report reproduce-figures clean help \
+.PHONY: install apt test test-fast lint smoke bench sweep report reproduce-figures clean help tensorboard \
 	install-slurm slurm-sweep
 
 help:
@@ -38,6 +38,7 @@ help:
 	@echo "make sweep       install + every pending run of SWEEP=$(SWEEP) [WORKERS=w PACK=k, else the file's [launch]]"
 	@echo "make reproduce-figures  install + sweep PROFILE=$(PROFILE) + figures and claims in figures/$(PROFILE)/"
 	@echo "make report      figures and claims.md from results/$(PROFILE) (no training)"
+	@echo "make tensorboard PROFILE=$(PROFILE)  TensorBoard over results/$(PROFILE)/tensorboard"
 	@echo "make lint        ruff check"
 	@echo "make install-slurm  slurm-wlm + munge from Debian (for tests/test_slurm.py's one-node cluster)"
 	@echo "make slurm-sweep SWEEP=... JOBS=$(JOBS) TASKS=$(TASKS) [PACK=k]  sbatch a JOBS-job array sharing the sweep"
@@ -69,14 +70,17 @@ $(VENV)/.stamp-horovod: $(VENV)/.stamp-tf
 	$(PY) -c "import horovod.tensorflow as hvd; hvd.init(); assert hvd.mpi_built() and hvd.gloo_built()"
 	touch $@
 
-$(VENV)/.stamp-project: $(VENV)/.stamp-horovod pyproject.toml
+# The worked plug-in (README "Bring your own") installed beside the project: its entry points are what
+# tests/test_plugins.py and `python -m bench list` find (offline: setuptools is already in the venv).
+$(VENV)/.stamp-project: $(VENV)/.stamp-horovod pyproject.toml examples/plugin/pyproject.toml
 	$(PIP) install -e ".[dev]"
+	$(PIP) install --no-build-isolation --no-deps -e examples/plugin
 	touch $@
 
 # Two pytest workers (pytest-xdist; worksteal evens out the long mpirun tests): 2 cores kept busy while one
 # test waits on process start-up. TEST_WORKERS=0 runs them one after another.
 TEST_WORKERS ?= 2
-test: install install-slurm
+test: install install-slurm install-chromium
 	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal) --durations=15
 
 # The quick subset (no mpirun, no end-to-end runs).
@@ -107,6 +111,10 @@ reproduce-figures: install
 	$(PY) -m bench sweep experiments/$(PROFILE).toml $(LAUNCH)
 	$(MAKE) --no-print-directory report
 
+# TensorBoard over one profile's runs (every attempt's events: bench/tensorboard.py); Ctrl-C ends it
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir results/$(PROFILE)/tensorboard --bind_all
+
 report: install
 	$(PY) -m bench report results/$(PROFILE) --out figures --paper-dataset $(PAPER_DATASET) $(foreach a,$(AGAINST),--against results/$(a))
 
@@ -116,6 +124,15 @@ install-slurm:
 	@if ! dpkg -s slurm-wlm munge >/dev/null 2>&1; then \
 	  echo "installing Debian packages: slurm-wlm munge"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; \
+	fi
+
+# Debian's Chromium, headless: kept out of `make install`; `make test` installs it, so tests/test_site.py always
+# opens the report's index.html in a real browser (it fails, never skips, when chromium is missing).
+.PHONY: install-chromium
+install-chromium:
+	@if ! dpkg -s chromium >/dev/null 2>&1; then \
+	  echo "installing Debian packages: chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 # A JOBS-job array on one sweep file, TASKS tasks each (= workers per run x PACK); the jobs share its runs.

@@ -29,6 +29,8 @@ COMMANDS = {
     "project": ("bench.perf.projection", "projected hours of the paper's ResNet-50 / ImageNet run on N GPUs (a "
                 "model fed by bench.json, not a measurement; see bench/perf/projection.py)"),
     "report": ("plots.report", "figures (PNG + PDF) and claims.md from results folders"),
+    "list": ("bench.listing", "every optimizer, model and data set a config can name: built-in, entry point or "
+             "reference, role, hyperparameters and defaults (see bench/components.py)"),
 }
 
 

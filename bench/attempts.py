@@ -1,6 +1,6 @@
 """A sweep's memory of attempts that did not finish: native crashes counted, failures tried once per job.
 
-A run's claim (bench.claims) is the record that an attempt started. A process that dies natively (SIGSEGV in
+A run's claim (bench.leases) is the record that an attempt started. A process that dies natively (SIGSEGV in
 a kernel, SIGABRT from glibc, the OOM killer's SIGKILL) writes no row and leaves its claim behind; the next
 claimant takes the claim over and records the dead attempt as a ``crashed`` row (``record_dead``): the
 signal and the innermost Python frames from the crashed rank's faulthandler report (``FaultLog``), its host
@@ -37,7 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import claims, results
+from bench import leases, results
 from bench.config import RunConfig
 
 MAX_CRASHES = 2  # crashed attempts after which a sweep skips a run (--max-crashes, [launch] max_crashes)
@@ -117,11 +117,12 @@ def crash_row(cfg: RunConfig, workers: int, previous: dict, text: str) -> dict:
         "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds")
         if isinstance(started, int | float) else "",
         "host": str(previous.get("host", "")), "job": str(previous.get("job", "")),
+        **cfg.component_columns(),  # role; each component's origin, reference, version, source hash; plugins
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
     }
 
 
-def record_dead(cfg: RunConfig, workers: int, claim: claims.Claim, rows=None) -> tuple[bool, str]:
+def record_dead(cfg: RunConfig, workers: int, claim: leases.Claim, rows=None) -> tuple[bool, str]:
     """If ``claim`` took over a dead attempt: store a ``crashed`` row when it counts as one; returns
     (counted, what happened). (False, "") when the claim took over nothing.
 
@@ -136,19 +137,19 @@ def record_dead(cfg: RunConfig, workers: int, claim: claims.Claim, rows=None) ->
         if ((rows.job == job) & (rows.status != "crashed")).any():
             where = f"{claim.previous.get('host', '?')} (pid {claim.previous.get('pid', '?')})"
             return False, f"on {where} stored its row but left its claim behind (killed, or its release failed)"
-    counted, text = claims.dead_attempt(cfg.results_dir, claim.previous)
+    counted, text = leases.dead_attempt(cfg.results_dir, claim.previous)
     if counted:
         results.append_run(cfg.results_dir, crash_row(cfg, workers, claim.previous, text), [])
     return counted, text
 
 
 class FaultLog:
-    """Python's faulthandler writing to this rank's file of the job (``claims.fault_log``) for the life of
+    """Python's faulthandler writing to this rank's file of the job (``leases.fault_log``) for the life of
     the sweep: a native crash leaves its signal and Python stack there. The file is removed at a normal end
     (then the job's folder, once empty); a crashed process leaves it as evidence for the next claimant."""
 
     def __init__(self, results_dir: str | Path, job: str, world_rank: int):
-        self.path = claims.fault_log(results_dir, job, world_rank)
+        self.path = leases.fault_log(results_dir, job, world_rank)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "w")  # noqa: SIM115 - open for the process's life, closed in close()
         faulthandler.enable(file=self._file, all_threads=True)

@@ -54,10 +54,13 @@ class RunConfig:
     bn_momentum: float = 0.99
     weight_decay: float = 2e-4  # L2 in the loss (0.5 * sum w^2), BN parameters excluded
     label_smoothing: float = 0.0
+    model_hparams: dict = field(default_factory=dict)  # a plug-in model's build(..., **model_hparams) arguments
 
     # optimizer
     optimizer: str = "momentum"
     hparams: dict = field(default_factory=dict)  # optimizer hyperparameters, see optimizers.REGISTRY
+    # optimizer, model and dataset: a built-in name, an entry point's name or "package.module:attribute"
+    # (bench.components)
 
     # batch: global_batch = workers x micro_batch x accumulation (bench.distributed.split_batch)
     global_batch: int = 128
@@ -87,6 +90,9 @@ class RunConfig:
     log_every_steps: int = 1  # one history row every N steps
     target_top1: float = 0.0  # steps_to_target / time_to_target_s: first eval reaching it (0: none)
     checkpoint_every_epochs: float = 0.0  # save the run's state this often, resume from it (0: never)
+    tensorboard: bool = True  # TensorBoard events of each attempt in <results_dir>/tensorboard/ (bench.tensorboard)
+    save_model: bool = False  # keep the final weights, as evaluated, as <results_dir>/models/<run_id>.keras
+    # (`bench train` turns it on unless the config says otherwise; sweeps keep it off: ~0.1-100 MB per run)
     seed: int = 0
 
     # numerics and compilation (docs/speed.md, docs/nlcg.md section 9): weights, optimizer state and every
@@ -102,15 +108,53 @@ class RunConfig:
         return d
 
     def resolved_hparams(self) -> dict:
-        """The optimizer's hyperparameters with the registry's defaults filled in."""
+        """The optimizer's hyperparameters with the registry's defaults filled in (a plug-in's: its signature's)."""
         import optimizers
 
-        return {**optimizers.REGISTRY[self.optimizer].defaults, **self.hparams}
+        return {**optimizers.entry(self.optimizer).defaults, **self.hparams}
+
+    def resolved_model_hparams(self) -> dict:
+        """A plug-in model's hyperparameters with its signature's defaults filled in ({} for a built-in)."""
+        if self.model in MODELS:
+            return {}
+        from bench import models
+
+        return {**models.plugin_defaults(self.model), **self.model_hparams}
+
+    def plugins(self) -> dict:
+        """{kind: what a run id hashes of it} for this run's plug-in components (none for built-ins): see
+        ``plugins_of``."""
+        return plugins_of(self.to_dict())
+
+    def component_columns(self) -> dict:
+        """The runs-table columns that say what this run's components are: the optimizer's ``role``;
+        ``<kind>_origin``, ``_reference``, ``_version``, ``_source_hash`` of the optimizer, model and dataset
+        (built-in: origin "built-in", the rest ""); ``plugins`` (JSON: what the id hashed of them) and the
+        resolved ``model_hparams`` (JSON), which let the ids be re-derived from the row alone
+        (bench.results, plots) without importing any plug-in."""
+        import optimizers
+        from bench import components, models
+        from bench.datasets import NAMES
+
+        out = {"role": optimizers.role(self.optimizer)}
+        for kind, name, builtin in (("optimizer", self.optimizer, optimizers.REGISTRY), ("model", self.model, MODELS),
+                                    ("dataset", self.dataset, DATASETS)):
+            if name in builtin:
+                out.update({f"{kind}_origin": "built-in", f"{kind}_reference": "", f"{kind}_version": "",
+                            f"{kind}_source_hash": ""})
+            else:
+                plugin = components.load(kind, name, builtin={"model": models.BUILTIN, "dataset": NAMES}.get(
+                    kind, optimizers.names()))[1]
+                out.update(plugin.columns())
+        out["plugins"] = json.dumps(self.plugins(), sort_keys=True)
+        out["model_hparams"] = json.dumps(self.resolved_model_hparams(), sort_keys=True)
+        return out
 
     def training_fields(self, workers: int) -> dict:
         """Everything that changes the result, canonical (``identity``): the resolved hyperparameters, the
-        workers, the data's identity (not its folder)."""
-        return identity(self.to_dict(), workers, hparams=self.resolved_hparams())
+        workers, the data's identity (not its folder), a plug-in's reference and version."""
+        return identity(self.to_dict(), workers, hparams=self.resolved_hparams(), plugins=self.plugins(),
+                        model_hparams=self.resolved_model_hparams())
 
     def run_id(self, workers: int) -> str:
         """Hash of ``training_fields``: same training and evaluation, same id."""
@@ -122,8 +166,9 @@ class RunConfig:
 
     def ids(self, workers: int) -> dict:
         """The identity columns of this run's rows: run_id, config_id, id_version, data_check."""
-        check = data_check(self.dataset, self.data_dir)
-        fields = identity(self.to_dict(), workers, hparams=self.resolved_hparams(), data=check)
+        check = data_check_of(self.dataset, self.data_dir)
+        fields = identity(self.to_dict(), workers, hparams=self.resolved_hparams(), data=check,
+                          plugins=self.plugins(), model_hparams=self.resolved_model_hparams())
         return {"run_id": hash_fields(fields), "config_id": config_hash(fields), "id_version": ID_VERSION,
                 "data_check": check}
 
@@ -135,7 +180,7 @@ class RunConfig:
 # Fields that change neither training nor the reported result (where, how often, what target). data_dir says
 # only where the data is: what the data is enters the identity as ``data`` (bench.datasets.data_check).
 NOT_TRAINING = ("sweep", "output_dir", "data_dir", "log_every_steps", "checkpoint_every_epochs",
-                "eval_every_epochs", "eval_batch", "target_top1")
+                "eval_every_epochs", "eval_batch", "target_top1", "tensorboard", "save_model")
 BN_EVAL = ("precise", "moving")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
 COMPRESSIONS = ("none", "fp16")  # Horovod's gradient compression (hvd.Compression.none / .fp16)
@@ -172,7 +217,8 @@ ID_VERSION = 2  # the rule of ``identity``; rows without an id_version were writ
 SYNTHETIC_FIELDS = tuple(k for k in FIELDS if k.startswith("synthetic_"))
 
 
-def identity(values: dict, workers: int | None, *, hparams: dict | None = None, data: str | None = None) -> dict:
+def identity(values: dict, workers: int | None, *, hparams: dict | None = None, data: str | None = None,
+             plugins: dict | None = None, model_hparams: dict | None = None) -> dict:
     """What run_id and config_id hash: the fields of a run that change its training or its reported result,
     canonical (rule ID_VERSION). ``values`` is a config dict: ``RunConfig.to_dict()``, or a runs row's
     ``config`` JSON, which may predate some fields (a missing one takes its default, and precise_bn_batch the
@@ -186,20 +232,27 @@ def identity(values: dict, workers: int | None, *, hparams: dict | None = None, 
     The data enter by what they are, not where: the data set's shape, classes and split sizes, and ``data``
     (default: bench.datasets.data_check of the config's folder; synthetic: its config fields). ``hparams``:
     the resolved hyperparameters (default: the registry's defaults under ``values``' hparams).
+
+    Plug-ins (bench.components) add what a built-in's id never had, so built-in ids are unchanged: ``plugins``
+    ({kind: {reference, version}}, the dataset's with its ``native_size``; default: ``plugins_of(values)``,
+    which imports them; a row's ``plugins`` column otherwise), under the key "plugins"; a plug-in model's
+    resolved ``model_hparams`` (its fields, where width and bn_momentum, which it does not read, are left
+    out); a plug-in data set's data as ``data``, the hash of its arrays' content (``data_check_of``).
     """
     d = {**_DEFAULTS, "precise_bn_batch": values.get("eval_batch", _DEFAULTS["eval_batch"])}
     d.update({k: v for k, v in values.items() if k in FIELDS})
+    if plugins is None:
+        plugins = plugins_of(d)
     left_out = set(_left_out(d))
     spec = SPECS.get(d["dataset"])
-    native = _native_size(d)
+    native = _native_size(d, plugins)
     if d["image_size"] == native:
         d["image_size"] = 0
     d["precise_bn_batch"] = min(d["per_worker_batch"], d["precise_bn_batch"])
     if hparams is None:
         import optimizers  # loads Keras; callers that have the resolved hyperparameters pass them
 
-        entry = optimizers.REGISTRY.get(d["optimizer"])
-        hparams = {**(entry.defaults if entry else {}), **d["hparams"]}
+        hparams = {**optimizers.entry(d["optimizer"]).defaults, **d["hparams"]}
     out = {k: v for k, v in d.items() if k not in left_out}
     out["hparams"] = hparams
     out["workers"] = workers
@@ -207,7 +260,53 @@ def identity(values: dict, workers: int | None, *, hparams: dict | None = None, 
         out["data"] = {"shape": spec.image_shape, "classes": spec.num_classes, "train_size": spec.train_size,
                        "test_size": spec.test_size,
                        "files": data_check(d["dataset"], d["data_dir"]) if data is None else data}
+    elif "dataset" in plugins:  # its facts are its arrays': their content hash says them all
+        out["data"] = {"files": data_check_of(d["dataset"], d["data_dir"]) if data is None else data}
+    if d["model"] not in MODELS:
+        out["model_hparams"] = {**_plugin_model_defaults(d["model"]), **d["model_hparams"]} if model_hparams is None \
+            else model_hparams
+    if plugins:
+        out["plugins"] = plugins
     return canonical(out)
+
+
+def plugins_of(values: dict) -> dict:
+    """{kind: {reference, version}} of the plug-ins config dict ``values`` names (built-ins add nothing), the
+    dataset's with ``native_size`` (its images' side, which ``image_size = 0`` stands for). Imports them
+    (bench.components), and loads a plug-in data set's arrays (cached for the process)."""
+    from bench import components
+    from bench.models import BUILTIN
+
+    out = {}
+    optimizer = values.get("optimizer", _DEFAULTS["optimizer"])
+    import optimizers  # Keras: callers without it (bench.results, plots) pass a row's plugins
+
+    if optimizer not in optimizers.REGISTRY:
+        out["optimizer"] = optimizers.entry(optimizer).plugin.identity()
+    model = values.get("model", _DEFAULTS["model"])
+    if model not in MODELS:
+        out["model"] = components.load("model", model, builtin=BUILTIN)[1].identity()
+    dataset = values.get("dataset", _DEFAULTS["dataset"])
+    if dataset not in DATASETS:
+        arrays, plugin = components.dataset(dataset, values.get("data_dir", ""), builtin=DATASETS)
+        out["dataset"] = {**plugin.identity(), "native_size": arrays.image_shape[0]}
+    return out
+
+
+def _plugin_model_defaults(name: str) -> dict:
+    from bench import models
+
+    return models.plugin_defaults(name)
+
+
+def data_check_of(dataset: str, data_dir: str) -> str:
+    """The data's part of a run's id: bench.datasets.data_check for a built-in (a stat of its files); for a
+    plug-in data set, the hash of its arrays' content (bench.components.Arrays.digest)."""
+    if dataset in DATASETS:
+        return data_check(dataset, data_dir)
+    from bench import components
+
+    return components.dataset(dataset, data_dir, builtin=DATASETS)[0].digest
 
 
 def _left_out(d: dict) -> dict[str, str]:
@@ -221,6 +320,11 @@ def _left_out(d: dict) -> dict[str, str]:
         why.update(dict.fromkeys(("image_size", "validation_size"), "imagenet (streamed) does not read it"))
     if d["model"] == "resnet50":
         why.update(dict.fromkeys(("width", "bn_momentum"), "resnet50 (keras.applications) does not read it"))
+    if d["model"] not in MODELS:
+        why.update(dict.fromkeys(("width", "bn_momentum"), f"the plug-in model {d['model']!r} does not read it "
+                                                           "(its fields are [model_hparams])"))
+    why["model_hparams"] = "a built-in model reads no model_hparams" if d["model"] in MODELS else \
+        "its resolved value enters the id on its own"
     if d["bn_eval"] != "precise":
         why.update(dict.fromkeys(("precise_bn_images", "precise_bn_batch"), "only bn_eval = 'precise' reads it"))
     if not d["eval_ema"]:
@@ -228,9 +332,11 @@ def _left_out(d: dict) -> dict[str, str]:
     return why
 
 
-def _native_size(d: dict) -> int:
+def _native_size(d: dict, plugins: dict | None = None) -> int:
     spec = SPECS.get(d["dataset"])
-    return d["synthetic_image_size"] if d["dataset"] == "synthetic" or spec is None else spec.image_shape[0]
+    if spec is None and d["dataset"] != "synthetic":
+        return (plugins if plugins is not None else plugins_of(d)).get("dataset", {}).get("native_size", 0)
+    return d["synthetic_image_size"] if d["dataset"] == "synthetic" else spec.image_shape[0]
 
 
 def why_alike(cfg: RunConfig, key: str) -> str:
@@ -296,24 +402,61 @@ def _check_hparams(cfg: RunConfig) -> None:
         raise ConfigError("hparams: " + " ".join(str(e).split())) from None
 
 
+def _check_components(cfg: RunConfig) -> None:
+    """The optimizer, model and data set: built-ins, or plug-ins that load and meet their contracts
+    (bench.components), each failure one line naming the reference. A plug-in model is built once on the data
+    set's images (a plug-in data set's arrays are loaded for that; they are cached for the run)."""
+    import optimizers  # heavy (imports keras); only needed here
+    from bench import components, models
+
+    try:
+        optimizers.entry(cfg.optimizer)
+    except ValueError as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    if cfg.dataset not in DATASETS:
+        components.dataset(cfg.dataset, cfg.data_dir, builtin=DATASETS)
+    if cfg.model in MODELS:
+        if cfg.model_hparams:
+            raise ConfigError(f"model_hparams = {show(cfg.model_hparams)}: model = {cfg.model!r} is built in and "
+                              "takes none (its fields are width and bn_momentum); valid: {} or a plug-in model")
+        return
+    components.load("model", cfg.model, builtin=models.BUILTIN)
+    shape, classes = _input_of(cfg)
+    models.check(cfg.model, shape, classes, cfg.model_hparams, cfg.bn_eval)
+
+
+def _plugin_train_size(cfg: RunConfig) -> int:
+    from bench import components
+
+    return len(components.dataset(cfg.dataset, cfg.data_dir, builtin=DATASETS)[0].train_labels)
+
+
+def _input_of(cfg: RunConfig) -> tuple[tuple[int, int, int], int]:
+    """The model's input shape (image_size applied) and classes, from the data set's facts."""
+    if cfg.dataset == "synthetic":
+        shape, classes = (cfg.synthetic_image_size, cfg.synthetic_image_size, cfg.synthetic_channels), \
+            cfg.synthetic_classes
+    elif cfg.dataset in SPECS:
+        shape, classes = SPECS[cfg.dataset].image_shape, SPECS[cfg.dataset].num_classes
+    else:
+        from bench import components
+
+        arrays = components.dataset(cfg.dataset, cfg.data_dir, builtin=DATASETS)[0]
+        shape, classes = arrays.image_shape, arrays.num_classes
+    if cfg.image_size:
+        shape = (cfg.image_size, cfg.image_size, shape[2])
+    return tuple(shape), classes
+
+
 def _check(cfg: RunConfig) -> None:
     """Value checks that need no data and no Horovod (those are in data.check and split_batch)."""
-    import optimizers  # heavy (imports keras); only needed here
 
     for k, v in cfg.to_dict().items():
         if isinstance(v, str) and any(ord(c) < 32 or ord(c) == 127 for c in v):
             raise ConfigError(f"{k} = {v!r} contains a control character; valid: printable text")
         if _TYPES[k] is float and not math.isfinite(v):
             raise ConfigError(f"{k} = {v!r} must be a finite number")
-    if cfg.dataset not in DATASETS:
-        raise ConfigError(f"dataset = {cfg.dataset!r} is unknown; valid: {', '.join(DATASETS)}")
-    if cfg.model not in MODELS:
-        raise ConfigError(f"model = {cfg.model!r} is unknown; valid: {', '.join(MODELS)}")
-    try:
-        optimizers.check_hparams(cfg.optimizer, {})  # the name alone: an unknown one raises (plug-ins are looked up)
-    except ValueError as e:
-        msg = " ".join(str(e).split())
-        raise ConfigError(msg if "optimizer" in msg else f"optimizer = {cfg.optimizer!r}: {msg}") from None
+    _check_components(cfg)
     _check_hparams(cfg)
     positive = ("global_batch", "per_worker_batch", "reference_batch", "width", "eval_batch", "precise_bn_batch",
                 "log_every_steps", "synthetic_image_size", "synthetic_channels", "synthetic_classes",
@@ -338,7 +481,8 @@ def _check(cfg: RunConfig) -> None:
                               f"synthetic_test_size = {cfg.synthetic_test_size}, synthetic_classes = "
                               f"{cfg.synthetic_classes}: {size:,} bytes of generated images; valid: an image size "
                               f"up to 512 and at most {SYNTHETIC_LIMIT:,} bytes")
-    images = cfg.synthetic_train_size if cfg.dataset == "synthetic" else SPECS[cfg.dataset].train_size
+    images = cfg.synthetic_train_size if cfg.dataset == "synthetic" else SPECS[cfg.dataset].train_size \
+        if cfg.dataset in SPECS else _plugin_train_size(cfg)
     for k in ("epochs", "eval_every_epochs", "checkpoint_every_epochs"):  # schedule.to_steps must give an int64
         if (k != "epochs" or not cfg.steps) and not getattr(cfg, k) * images / cfg.global_batch < INT_LIMIT:
             raise ConfigError(f"{k} = {getattr(cfg, k)!r} is more than 2**63 steps of global_batch {cfg.global_batch} "
@@ -409,14 +553,20 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
-    """Merge ``--set`` items into a config dict; ``hparams.NAME=value`` sets one hyperparameter."""
+    """Merge ``--set`` items into a config dict; ``hparams.NAME=value`` sets one hyperparameter,
+    ``model_hparams.NAME=value`` one of a plug-in model's."""
     hparams = values.get("hparams", {})
     if not isinstance(hparams, dict):
         raise ConfigError(f"hparams = {show(hparams)} has type {type(hparams).__name__}; expected {_EXPECTED[dict]}")
     out = {**values, "hparams": dict(hparams)}
     for item in overrides:
         key, value = parse_override(item)
-        if key.startswith("hparams."):
+        if key.startswith("model_hparams."):
+            table = out.get("model_hparams", {})
+            if not isinstance(table, dict) or not key.split(".", 1)[1]:
+                raise ConfigError(f"--set {item!r}: valid: model_hparams.NAME=value, with model_hparams a table")
+            out["model_hparams"] = {**table, key.split(".", 1)[1]: value}
+        elif key.startswith("hparams."):
             name = key.split(".", 1)[1]
             if not name:
                 raise ConfigError(f"--set {item!r} names no hyperparameter; valid: hparams.NAME=value")

@@ -5,7 +5,7 @@ command under MPI. No heavy imports (no TensorFlow): it runs before TensorFlow s
 Variables of the harness's own (the user may set any of them):
 - ``BENCH_THREADS``: this process's share of the host's cores (written by ``share_cores``, read by the
   input pipeline and the train step's pools); ``BENCH_THREADS_SET_BY=bench`` marks a value we wrote.
-- ``BENCH_CLAIM_LEASE_S``: seconds without a heartbeat after which a run's claim is stale (bench.claims).
+- ``BENCH_CLAIM_LEASE_S``: seconds without a heartbeat after which a run's claim is stale (bench.leases).
 - ``BENCH_PEER_TIMEOUT_S``: how long a rank waits for a peer outside Horovod (bench.distributed).
 - ``BENCH_FAULT``: a fault to inject, for the fault tests (bench.faults).
 - ``CIFAR_DIR``, ``IMAGENET_DIR``: where the data sets are when a config's ``data_dir`` is empty (each
@@ -109,12 +109,35 @@ def mpi_defaults(environ=os.environ) -> None:
         environ.setdefault(key, value)
 
 
-def relaunch_command(argv: list[str], workers: int, pack: int, module: str = "bench") -> list[str]:
-    """``mpirun -np workers*pack python -m MODULE ...``: the same command (of ``python -m bench`` unless
-    ``module`` names another entry point), under MPI."""
+def relaunch_command(argv: list[str], workers: int, pack: int, module: str | None = None,
+                     environ=os.environ) -> list[str]:
+    """``mpirun -np workers*pack python -m MODULE ...``: the same command under MPI, of the module this process
+    was started as (``entry_module``: ``python -m bench``, or a tool of one's own that calls bench's CLI) unless
+    ``module`` names another. ``PYTHONPATH``, when set, is exported to every rank (``-x``: Open MPI forwards it
+    to ranks on other hosts too), so a plug-in imported from a folder on it (bench.components) imports on
+    every rank as it did here."""
     mpirun = shutil.which("mpirun") or "mpirun"
-    return [mpirun, "-np", str(workers * pack), "--oversubscribe", "--bind-to", "none",
-            sys.executable, "-m", module, *argv]
+    export = ["-x", "PYTHONPATH"] if environ.get("PYTHONPATH") else []
+    return [mpirun, "-np", str(workers * pack), "--oversubscribe", "--bind-to", "none", *export,
+            sys.executable, "-m", module or entry_module(), *argv]
+
+
+def entry_module(main=None) -> str:
+    """The module ``python -m MODULE`` ran as this process's ``__main__`` (its package for a ``__main__.py``) when
+    it is bench's CLI or a tool that calls it (it holds bench.__main__ or one of its functions): ``bench`` for
+    ``python -m bench``, ``mytool`` for ``python -m mytool`` that calls ``bench.__main__.main``. Otherwise
+    ``bench``: a script or a notebook cannot be re-run as a module, and another program (pytest) is not
+    bench's CLI."""
+    main = sys.modules.get("__main__") if main is None else main
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None) or ""
+    if name.endswith(".__main__"):
+        name = name[: -len(".__main__")]
+    if name == "bench":
+        return name
+    calls_cli = any(getattr(v, "__name__", None) == "bench.__main__" or getattr(v, "__module__", None)
+                    == "bench.__main__" for v in vars(main).values()) if main is not None else False
+    return name if name and calls_cli else "bench"
 
 
 # Horovod's stall inspector warns after CHECK s and, as a backstop, shuts Horovod down after SHUTDOWN s of a

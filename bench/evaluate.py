@@ -162,10 +162,29 @@ def make_precise_bn(model, world: World):
     return population
 
 
+def save_model(model, path) -> None:
+    """``model.save`` to a temporary name beside ``path``, then renamed into place: a reader never sees half a
+    file, and an interrupted save leaves only a dot-file behind. Weights and architecture only (the harness
+    trains without ``compile``, so there is no optimizer to keep)."""
+    import os
+    import uuid
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}-{uuid.uuid4().hex[:8]}.keras"
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def make_evaluator(cfg: RunConfig, model, world: World, num_classes: int, ema_weights=()):
-    """A function() -> {"top1", "top5", "eval_loss"[, "val_top1"]} evaluating the current weights (the EMA
-    weights when ``cfg.eval_ema``), with BatchNorm statistics per ``cfg.bn_eval``. The model is left as
-    it was found."""
+    """A function(save_to=None) -> {"top1", "top5", "eval_loss"[, "val_top1"]} evaluating the current weights (the
+    EMA weights when ``cfg.eval_ema``), with BatchNorm statistics per ``cfg.bn_eval``; ``save_to`` (a ``.keras``
+    path; the caller's rank only) keeps the model exactly as it was measured (``save_model``). The model is left
+    as it was found."""
     eval_step = make_eval_step(model, num_classes)
     test = data.eval_dataset(cfg, workers=world.size, rank=world.rank, batch=cfg.eval_batch)
     val = (data.eval_dataset(cfg, workers=world.size, rank=world.rank, batch=cfg.eval_batch, split="validation")
@@ -184,17 +203,23 @@ def make_evaluator(cfg: RunConfig, model, world: World, num_classes: int, ema_we
             out["val_top1"] = accuracy(eval_step, val, world)["top1"]
         return out
 
-    def evaluate() -> dict:
+    def measure_and_save(path) -> dict:
+        out = measure()
+        if path is not None:  # the weights and BatchNorm statistics just measured, before anything is put back
+            save_model(model, path)
+        return out
+
+    def evaluate(save_to=None) -> dict:
         weights = (swapped_in(model.trainable_variables, ema_weights) if cfg.eval_ema
                    else contextlib.nullcontext())
         with weights:
             if precise is None:
-                return measure()
+                return measure_and_save(save_to)
             backup = [tf.identity(v.value) for v in moving]
             try:
                 for v, x in zip(moving, precise(bn_data), strict=True):
                     v.assign(x)
-                return measure()
+                return measure_and_save(save_to)
             finally:  # the layers' own moving statistics, as training left them
                 for v, x in zip(moving, backup, strict=True):
                     v.assign(x)

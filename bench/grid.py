@@ -29,13 +29,11 @@ class Sweep:
     grid: dict  # field -> list of values, as written
     launch: dict = dataclasses.field(default_factory=dict)  # [launch]: workers, pack, max_crashes, max_failures
     claim: dict = dataclasses.field(default_factory=dict)  # [claim], defaults filled in (``declaration``)
+    roles: dict = dataclasses.field(default_factory=dict)  # optimizer -> baseline or method, [claim] applied
     tuning: tuple = ("base_lr",)  # the fields optimizers are tuned in: base_lr, hparams, [optimizer_overrides]'s
 
 
 FOLDER_FIELDS = ("sweep", "output_dir")  # every run of a sweep writes to one folder: <output_dir>/<sweep>/
-# The optimizers baseline = "best" chooses from: plots/stats.py's BASELINES (tests/test_bad_input_config.py checks
-# the two agree; plots imports bench, not the other way).
-BASELINES = ("rmsprop", "momentum", "sgd", "lars", "lamb")
 
 
 def _check_grid(path, grid: dict, where: str) -> None:
@@ -210,11 +208,12 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
             shown[k] += [x for x in v if x not in shown[k]]
     tuning = tuple(sorted({"base_lr"} | {k for fields in per_opt_fields.values() for k in fields}
                           | {f"hparams.{k}" for hp in per_opt.values() for k in hp}))
-    return Sweep(name=runs[0].sweep, runs=tuple(runs), grid=shown, launch=launch,
-                 claim=declaration(path, claim, runs), tuning=tuning)
+    declared = declaration(path, claim, runs)
+    return Sweep(name=runs[0].sweep, runs=tuple(runs), grid=shown, launch=launch, claim=declared, tuning=tuning,
+                 roles=roles(runs, declared))
 
 
-CLAIM_KEYS = ("optimizer", "baseline", "global_batch", "epochs", "confirm_seeds")
+CLAIM_KEYS = ("optimizer", "baseline", "baselines", "global_batch", "epochs", "confirm_seeds")
 
 
 def _number(x) -> bool:
@@ -224,8 +223,12 @@ def _number(x) -> bool:
 def declaration(path, claim: dict, runs: list[RunConfig]) -> dict:
     """The sweep's primary claim from its ``[claim]`` table, defaults filled in and checked against the runs:
 
-    - ``optimizer`` (default "nlcg-fr") against ``baseline`` ("best": the best of the baseline optimizers at
+    - ``optimizer``, the method under test (default: the sweep's first optimizer, in grid order, whose role in
+      the registry is ``method``; else its first), against ``baseline`` ("best": the best of ``baselines`` at
       each budget, chosen on the main seeds; or one optimizer's name), never against itself,
+    - ``baselines``: the optimizers the best baseline is chosen among, in the primary claim and in every
+      exploratory comparison (default: the sweep's optimizers whose registry role is ``baseline``, the claim's
+      optimizer excepted),
     - at ``global_batch`` (default: the sweep's largest), pooled over ``epochs`` (default: every budget run
       at that batch),
     - ``confirm_seeds`` (default none): seeds that choose nothing. Configurations (the best baseline, a tuned
@@ -240,7 +243,10 @@ def declaration(path, claim: dict, runs: list[RunConfig]) -> dict:
         raise ConfigError(f"{path}: [{CLAIM}] {config.show(bad)} is not valid; valid keys: {', '.join(CLAIM_KEYS)}")
     names = _registry_names()  # the built-ins, for the messages; a plug-in's name is valid too (_is_optimizer)
     head = f"{path}: [{CLAIM}]"
-    out = {"optimizer": claim.get("optimizer", "nlcg-fr"), "baseline": claim.get("baseline", "best"),
+    swept = list(dict.fromkeys(c.optimizer for c in runs))  # grid order
+    registry = {o: _role(o) for o in swept}
+    default = next((o for o in swept if registry[o] == "method"), swept[0])
+    out = {"optimizer": claim.get("optimizer", default), "baseline": claim.get("baseline", "best"),
            "global_batch": claim.get("global_batch", max(c.global_batch for c in runs)),
            "confirm_seeds": claim.get("confirm_seeds", []), "declared": bool(claim)}
     opt, baseline, batch = out["optimizer"], out["baseline"], out["global_batch"]
@@ -248,12 +254,18 @@ def declaration(path, claim: dict, runs: list[RunConfig]) -> dict:
         raise ConfigError(f"{head} optimizer = {config.show(opt)} is unknown; valid: {', '.join(names)}")
     if baseline != "best" and not _is_optimizer(baseline):
         raise ConfigError(f"{head} baseline = {config.show(baseline)} is unknown; valid: best, {', '.join(names)}")
+    bases = claim.get("baselines", [o for o in swept if registry[o] == "baseline" and o != opt])
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases) or len(set(bases)) < len(bases) \
+            or set(bases) - set(swept) or (not bases and "baselines" in claim):
+        raise ConfigError(f"{head} baselines = {config.show(bases)} must list optimizers the sweep runs, each once; "
+                          f"valid: some of {', '.join(swept)}")
+    out["baselines"] = bases
     if baseline == opt:
         raise ConfigError(f"{head} optimizer = {opt!r} and baseline = {baseline!r}: a claim against itself; valid: "
-                          f"another optimizer as baseline, or best (the best of {', '.join(BASELINES)})")
-    if baseline == "best" and opt in BASELINES:
+                          f"another optimizer as baseline, or best (the best of {', '.join(bases) or 'none'})")
+    if baseline == "best" and opt in bases:
         raise ConfigError(f"{head} optimizer = {opt!r} is one of the baselines that baseline = 'best' chooses from "
-                          f"({', '.join(BASELINES)}): a claim against itself; valid: an optimizer outside them, or "
+                          f"({', '.join(bases)}): a claim against itself; valid: an optimizer outside them, or "
                           "baseline = one optimizer's name")
     batches = sorted({c.global_batch for c in runs})
     if type(batch) is not int or batch not in batches:
@@ -263,7 +275,12 @@ def declaration(path, claim: dict, runs: list[RunConfig]) -> dict:
     ran = sorted({c.optimizer for c in at})
     if claim and opt not in ran:
         raise ConfigError(f"{head} optimizer = {opt!r} is not run at global_batch {batch}; run there: {', '.join(ran)}")
-    wanted = BASELINES if baseline == "best" else (baseline,)
+    wanted = bases if baseline == "best" else (baseline,)
+    if claim and not wanted:
+        others = ", ".join(f"{o} ({registry[o]})" for o in swept if o != opt) or "none"
+        raise ConfigError(f"{head} optimizer = {opt!r} against baseline = 'best': none of the sweep's other optimizers "
+                          f"is a baseline by its registry role ({others}); valid: baselines = [...] naming the ones "
+                          "to choose among, or baseline = one optimizer's name")
     if claim and not set(wanted) & set(ran):
         raise ConfigError(f"{head} baseline = {baseline!r}: no baseline ({', '.join(wanted)}) is run at global_batch "
                           f"{batch}; run there: {', '.join(ran)}")
@@ -283,11 +300,32 @@ def declaration(path, claim: dict, runs: list[RunConfig]) -> dict:
     return out
 
 
+def roles(runs, claim: dict) -> dict:
+    """{optimizer: "baseline" or "method"} for every optimizer of the sweep, in grid order: the registry's role
+    (optimizers.role; a plug-in's bench_role), overridden by the claim: its optimizer is the method under test,
+    its baselines (and a named baseline) are baselines. What ``study.json`` records and the report reads."""
+    out = {o: _role(o) for o in dict.fromkeys(c.optimizer for c in runs)}
+    for name in [*claim.get("baselines", []), *([claim["baseline"]] if claim.get("baseline") not in (None, "best")
+                                                else [])]:
+        if name in out:
+            out[name] = "baseline"
+    if claim.get("optimizer") in out:
+        out[claim["optimizer"]] = "method"
+    return out
+
+
+def _role(name: str) -> str:
+    import optimizers
+
+    return optimizers.role(name)
+
+
 def declare(sweep: Sweep, source: str | Path, now: str) -> Path:
-    """Write ``study.json`` into the sweep's results folder: the primary claim, the tuning fields and the target
-    top-1 (when the runs share one), as the sweep file declares them before any run of this invocation trains. A declaration that changed since the
-    folder's first keeps the earlier ones under ``previous`` (with their times), so a claim re-declared after
-    results came in shows it."""
+    """Write ``study.json`` into the sweep's results folder: the primary claim, the roles of the sweep's
+    optimizers, the tuning fields and the target top-1 (when the runs share one), as the sweep file declares
+    them before any run of this invocation trains. A declaration that changed since the folder's first keeps the
+    earlier ones under ``previous`` (with their times), so a claim re-declared after results came in shows it (a
+    folder declared before roles were recorded is not re-declared for their arrival alone)."""
     import json
 
     from bench import atomic
@@ -295,7 +333,8 @@ def declare(sweep: Sweep, source: str | Path, now: str) -> Path:
     folder = sweep.runs[0].results_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "study.json"
-    doc = {"sweep": sweep.name, "source": str(source), "claim": sweep.claim, "tuning_fields": list(sweep.tuning)}
+    doc = {"sweep": sweep.name, "source": str(source), "claim": sweep.claim, "roles": sweep.roles,
+           "tuning_fields": list(sweep.tuning)}
     targets = sorted({c.target_top1 for c in sweep.runs})
     if len(targets) == 1 and targets[0] > 0:  # outside the run id: the report re-evaluates steps to it (plots)
         doc["target_top1"] = targets[0]
@@ -303,8 +342,13 @@ def declare(sweep: Sweep, source: str | Path, now: str) -> Path:
         old = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         old = None
-    keys = ("claim", "tuning_fields", "target_top1")
-    if isinstance(old, dict) and {k: old.get(k) for k in keys} == {k: doc.get(k) for k in keys}:
+
+    def declared(d: dict) -> dict:  # what a declaration says; keys it did not have yet do not make it another
+        keys = [k for k in ("claim", "roles", "tuning_fields", "target_top1") if k in old or k != "roles"]
+        claim = {k: v for k, v in (d.get("claim") or {}).items() if k in (old.get("claim") or {})}
+        return {**{k: d.get(k) for k in keys}, "claim": claim}
+
+    if isinstance(old, dict) and declared(old) == declared(doc):
         return path
     old = old if isinstance(old, dict) else None  # a corrupt one is replaced (the report refuses to read it)
     previous = [] if not old else [*old.get("previous", []), {k: v for k, v in old.items() if k != "previous"}]

@@ -66,8 +66,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from bench import atomic, config
-from bench.claims import check_run_id
 from bench.datasets import ABSENT, data_check
+from bench.leases import check_run_id
 
 RUNS = "runs.parquet"  # legacy single files (older folders): read, never written
 HISTORY = "history.parquet"
@@ -85,7 +85,8 @@ RUN_COLUMNS = [
     "config",
 ]
 # What re-deriving the ids of a row written under an older identity rule reads (``_migrate``).
-_IDENTITY_COLUMNS = ["run_id", "config_id", "id_version", "data_check", "workers", "hparams", "config"]
+_IDENTITY_COLUMNS = ["run_id", "config_id", "id_version", "data_check", "workers", "hparams", "plugins",
+                     "model_hparams", "config"]
 HISTORY_COLUMNS = ["run_id", "attempt", "step", "epoch", "loss", "lr"]  # an empty history's columns
 # The statuses of a runs row, defined here only. crashed: an attempt whose process died without a row,
 # recorded by the next claimant (bench.attempts).
@@ -106,6 +107,13 @@ REMOVED_FIELDS: dict[str, str] = {}
 _NEWER = "written by a newer nlcg-bench: upgrade, or move the file out"
 # What the refusal of rows from a newer version reads (``_refuse_newer``).
 _VERSION_COLUMNS = ["run_id", "attempt", "id_version", "schema_version", "config"]
+
+
+# The roles of the optimizers rows were written for before rows recorded a ``role`` column: the registry's roles
+# of the built-ins of that time (optimizers.REGISTRY; tests/test_plugins.py checks they agree), a fact about old
+# rows that plots reads only when neither the folder's study.json nor the rows say (plots.stats.roles).
+LEGACY_ROLES = {"sgd": "baseline", "momentum": "baseline", "rmsprop": "baseline", "lamb": "baseline",
+                "lars": "baseline", "nlcg-fr": "method", "nlcg-pr": "method"}
 
 
 class WriteError(OSError):
@@ -140,6 +148,13 @@ def _legacy(directory: Path, name: str) -> list[Path]:
 def _legacy_rows(directory: Path, run_id: str) -> int:
     table = _read(_legacy(directory, RUNS), ["run_id"], run_id)
     return 0 if table is None else table.num_rows
+
+
+def next_attempt(directory: str | Path, run_id: str) -> int:
+    """The attempt number the next ``append_run`` of ``run_id`` takes (when no other writer gets there first: one
+    process trains a run, bench.leases): what a run's TensorBoard folder and log file are named after."""
+    directory = Path(directory)
+    return 1 + _legacy_rows(directory, check_run_id(run_id)) + len(_attempt_names(directory / RUNS_DIR, run_id))
 
 
 def append_run(directory: str | Path, run: dict, history: list[dict]) -> Path:
@@ -349,6 +364,17 @@ def _legacy_data(values: dict, data_dirs: dict | None) -> str:
     return check
 
 
+def row_components(row) -> dict:
+    """What bench.config.identity needs of a row's plug-ins, from the row alone (no plug-in imported): its
+    ``plugins`` and resolved ``model_hparams`` columns (JSON); rows without them are of built-ins ({})."""
+    def read(column):
+        value = row.get(column)
+        return json.loads(value) if isinstance(value, str) and value else None
+
+    plugins, model_hparams = read("plugins"), read("model_hparams")
+    return {"plugins": plugins or {}, **({"model_hparams": model_hparams} if model_hparams is not None else {})}
+
+
 def _migrate(df: pd.DataFrame, data_dirs: dict | None) -> pd.DataFrame:
     """Every row's ids under the current rule (bench.config.identity of its ``config`` JSON, resolved
     ``hparams`` and ``workers``; the data's check the row recorded, or for rows of the first rule, which hashed
@@ -370,7 +396,7 @@ def _migrate(df: pd.DataFrame, data_dirs: dict | None) -> pd.DataFrame:
             workers = int(row.workers)
             written = isinstance(row.get("data_check"), str) and row.get("id_version") == config.ID_VERSION
             check = row.data_check if written else _legacy_data(values, data_dirs)
-            fields = config.identity(values, workers, hparams=hparams, data=check)
+            fields = config.identity(values, workers, hparams=hparams, data=check, **row_components(row))
         except (ValueError, TypeError, KeyError, AttributeError):
             continue
         run_id = config.hash_fields(fields)

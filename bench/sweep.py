@@ -73,11 +73,11 @@ def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES,
     attempts and its failed attempts in a row."""
     import pandas as pd
 
-    from bench import claims, results
+    from bench import leases, results
 
     stored = results.load_runs(_folder(sweep), _data_dirs(sweep))
     past = attempts.Past.of(stored, job="")
-    running = {c.get("run_id"): c for c in claims.active_claims(_folder(sweep))}
+    running = {c.get("run_id"): c for c in leases.active_claims(_folder(sweep))}
     rows = []
     for cfg in sweep.runs:
         rid = cfg.run_id(workers)
@@ -91,7 +91,7 @@ def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES,
         elif rid in running:
             owner = running[rid]
             where = f"{owner.get('host')}:{owner.get('pid')}"
-            state = (f"stale claim ({where}): recorded when next claimed" if claims.is_stale(owner)
+            state = (f"stale claim ({where}): recorded when next claimed" if leases.is_stale(owner)
                      else f"running ({where})")
         elif len(found):
             state = f"{found.status.iloc[-1]} (will retry)"
@@ -136,7 +136,7 @@ class Group:
 
 
 def claim_next(sweep: Sweep, workers: int, group: Group, say=print):
-    """Claim the next run to train: (cfg, claims.Claim), or (None, None) when none is left. Chief only.
+    """Claim the next run to train: (cfg, leases.Claim), or (None, None) when none is left. Chief only.
 
     Skipped: runs finished, runs this group took, runs that failed or crashed in this job (any group's
     row), runs with ``max_crashes`` crashed attempts or ``max_failures`` failed rows in a row (said once).
@@ -145,7 +145,7 @@ def claim_next(sweep: Sweep, workers: int, group: Group, say=print):
     the table above was read its owner may have finished or failed it and released the claim, and a listing
     may lag on a shared file system; so a claim left by an attempt that stored its row is not recorded as a
     crash (bench.attempts.record_dead). A claim that took over a dead attempt records it then."""
-    from bench import claims, faults, results
+    from bench import faults, leases, results
 
     faults.point("claim")
     stored = results.load_runs(_folder(sweep), _data_dirs(sweep))
@@ -157,7 +157,7 @@ def claim_next(sweep: Sweep, workers: int, group: Group, say=print):
             continue
         if _skipping(sweep, cfg, workers, group, past, say):
             continue
-        claim = claims.claim(cfg.results_dir, run_id, extra={"job": group.job, "ranks": group.ranks})
+        claim = leases.claim(cfg.results_dir, run_id, extra={"job": group.job, "ranks": group.ranks})
         if claim is None:  # a live owner (another group, job or sweep process) has it
             continue
         try:

@@ -14,6 +14,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 import optimizers
 from bench import checkpoint, data, distributed, evaluate, faults, intervals, models, precision, results, schedule
+from bench import tensorboard as events_log
 from bench.config import RunConfig
 from bench.distributed import World
 from bench.noise_scale import Smoothed
@@ -144,6 +146,8 @@ def new_row(cfg: RunConfig, world: World, info, micro: int, accumulation: int, s
         "steps_to_target": math.nan, "time_to_target_s": math.nan,
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **(provenance() if world.is_chief else {}),
+        "train_size": info.train_size,  # the images it trained on (validation held out): plots' steps per epoch
+        **cfg.component_columns(),  # role; each component's origin, reference, version, source hash; plugins
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
     }
 
@@ -198,7 +202,7 @@ def run(cfg: RunConfig, world: World | None = None, claim=None, job: str = "") -
     ends the run as ``diverged`` (every rank sees the same allreduced loss, so all stop together).
     An exception on any rank ends the run on every rank (``distributed.agree``): the chief writes a
     ``failed`` row naming the rank(s) and error(s), and every rank raises RunFailed. ``claim`` (the
-    chief's bench.claims.Claim, in a sweep) is checked at every logged step and at the end: a lost claim
+    chief's bench.leases.Claim, in a sweep) is checked at every logged step and at the end: a lost claim
     fails the run (ClaimLost) before it writes anything but its own ``failed`` row. ``job``: the sweep
     invocation, stored in the row (a sweep tries a failed run once per job). A peer that never reaches
     the agreement aborts the job, after the chief has written a ``failed`` row naming it.
@@ -234,6 +238,13 @@ def run(cfg: RunConfig, world: World | None = None, claim=None, job: str = "") -
     if failures:
         raise RunFailed(row["error"]) from measured.error
     return {**row, "results_file": str(written) if written else ""}
+
+
+def model_file(cfg: RunConfig, run_id: str) -> Path:
+    """Where a completed run keeps its final weights as evaluated (``save_model``): a Keras file of the model with
+    the BatchNorm statistics its top-1 was measured with (PreciseBN's when ``bn_eval = "precise"``) and the EMA
+    weights when ``eval_ema``; ``keras.models.load_model`` reads it without this harness."""
+    return cfg.results_dir / "models" / f"{run_id}.keras"
 
 
 def _throughput(blocks: list[tuple[int, float]], global_batch: int) -> tuple[float, float]:
@@ -326,7 +337,13 @@ def _loop(cfg, world, info, parts: Parts, micro, accumulation, steps, start, res
     bar = tqdm(total=steps, initial=start, disable=not world.is_chief, unit="step", dynamic_ncols=True,
                desc=f"{cfg.optimizer} B={cfg.global_batch}")
     say = bar.write if world.is_chief else (lambda _: None)  # tqdm.write prints even when disabled
+    events = None
     try:
+        if cfg.tensorboard and world.is_chief:  # this attempt's folder, with what a resumed run already logged
+            events = events_log.EventLog(events_log.directory(cfg.results_dir, run_id, results.next_attempt(
+                cfg.results_dir, run_id)), cfg.to_dict(), cfg.global_batch)
+            for row in m.history:
+                events.log(row)
         faults.point("data", world.rank)
         train_iter = iter(data.train_dataset(cfg, workers=world.size, rank=world.rank, micro_batch=micro,
                                              accumulation=accumulation, start_step=start))
@@ -356,6 +373,8 @@ def _loop(cfg, world, info, parts: Parts, micro, accumulation, steps, start, res
             m.history.append({"run_id": run_id, "step": step, "epoch": epoch, "loss": loss, "lr": _scalar(lr),
                               "time_s": m.train_time_s, **{k: _scalar(v) for k, v in diag.items()}})
             m.noise_scale = smoothed.log(m.history[-1], micro, cfg.global_batch)
+            if events is not None:
+                events.log(m.history[-1])
             if not math.isfinite(loss):
                 m.diverged = True
                 say(f"step {step}: loss is {loss}; the run diverged")
@@ -366,9 +385,12 @@ def _loop(cfg, world, info, parts: Parts, micro, accumulation, steps, start, res
             if evaluating:
                 faults.point("eval", world.rank, step=step)
                 t0 = time.perf_counter()
-                ev = parts.evaluator()
+                keep = model_file(cfg, run_id) if cfg.save_model and world.is_chief and step == steps else None
+                ev = parts.evaluator(save_to=keep)
                 m.eval_time_s += time.perf_counter() - t0
                 m.history.append({"run_id": run_id, "step": step, "epoch": epoch, "time_s": m.train_time_s, **ev})
+                if events is not None:
+                    events.log(m.history[-1])
                 m.top1, m.top5, m.val_top1 = ev["top1"], ev["top5"], ev.get("val_top1", math.nan)
                 if cfg.target_top1 and math.isnan(m.steps_to_target) and ev["top1"] >= cfg.target_top1:
                     m.steps_to_target, m.time_to_target_s = step, m.train_time_s
@@ -384,6 +406,8 @@ def _loop(cfg, world, info, parts: Parts, micro, accumulation, steps, start, res
         m.error = e
     finally:
         bar.close()
+        if events is not None:
+            events.close()
     m.images_per_s, m.images_per_s_ci95 = _throughput(m.blocks, cfg.global_batch)
     m.wall_time_s = time.perf_counter() - wall0
     return m
@@ -404,6 +428,9 @@ def main(args) -> int:
     from bench import config
 
     cfg = config.load(args.config, args.overrides)
+    asked = config.read_toml(args.config) if args.config else {}
+    if "save_model" not in asked and all(config.parse_override(o)[0] != "save_model" for o in args.overrides):
+        cfg = replace(cfg, save_model=True)  # one run: its trained model is the point (a sweep's stay off)
     world = distributed.init()
     if world.is_chief:
         print(f"run {cfg.run_id(world.size)} on {world.size} worker(s): {cfg.to_dict()}", flush=True)
@@ -415,4 +442,8 @@ def main(args) -> int:
     if world.is_chief:
         print(f"{row['status']}: top1 {row['top1']:.4f}  top5 {row['top5']:.4f}  {row['images_per_s']:,.0f} img/s  "
               f"{row['wall_time_s']:.1f} s  -> {row['results_file']}", flush=True)
+        if cfg.save_model and row["status"] == "complete":
+            print(f"model: {model_file(cfg, row['run_id'])} (keras.models.load_model)", flush=True)
+        if cfg.tensorboard:
+            print(f"tensorboard --logdir {cfg.results_dir / events_log.DIR}", flush=True)
     return 0

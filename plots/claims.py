@@ -12,7 +12,11 @@ Rules (also written into both files):
 - One configuration per side (``stats.prepare``): a comparison pits the seeds of one NLCG configuration against
   the seeds of one baseline configuration at one (batch, budget, setting). The *setting* is every field but the
   ones optimizers are tuned in (base_lr, hparams, the sweep's [optimizer_overrides]), as the sweep file says.
-- Selection: the best baseline is the baseline configuration (rmsprop, momentum, sgd, lars, lamb) with the
+- Roles: every optimizer is a baseline or a method under test (``stats.roles``: the sweep's study.json, which
+  bench.grid wrote from the registry with the [claim] applied; else the rows' ``role``). Every method's
+  configurations are compared with the best baseline, chosen among the claim's ``baselines`` (default: every
+  optimizer whose role is baseline).
+- Selection: the best baseline is the baseline configuration with the
   highest mean test top-1 (tuned comparisons: validation top-1) on the *choosing* seeds. With
   ``confirm_seeds`` declared, a comparison at a cell where they ran is then computed on them alone: seeds that
   chose nothing. Without them the choice and the judgement share seeds, which inflates the chosen baseline's
@@ -32,9 +36,6 @@ import pandas as pd
 
 from plots import inference, primary, stats
 
-BASELINES = stats.BASELINES
-COMPARED = ("nlcg-fr", "nlcg-pr")
-PAPER_NLCG = "nlcg-fr"  # the paper's NLCG: Fletcher-Reeves, BFGS preconditioner, step line search
 PAPER_CLAIMS = {  # the paper's study -> (the abstract's claim, the batch it is made at, the study's epochs)
     "cifar100": ("NLCG beats the baselines by more than 15 points of top-1 at batch >= 16k (200 epochs)", 16384, 200),
     "imagenet": ("NLCG beats the baselines by more than 10 points of top-1 at batch >= 65k (90 epochs)", 65536, 90),
@@ -75,16 +76,18 @@ PUBLISHED_NOISE = ("No published gradient noise scale or critical batch for the 
                    "CIFAR-100/ResNet-32 runs was found; McCandlish et al. (arXiv 1812.06162, abstract) put "
                    "ImageNet's largest useful batches at \"tens of thousands\", the paper's 65,536-98,304 at or "
                    "beyond that limit.")
-DEFAULT_CLAIM = {"optimizer": "nlcg-fr", "baseline": "best", "confirm_seeds": [], "declared": False}
+DEFAULT_CLAIM = {"baseline": "best", "confirm_seeds": [], "declared": False}  # optimizer: the first method
 
 
 def paper_gains(reference: pd.DataFrame) -> pd.DataFrame:
     """Per global batch of the paper's table: top-1 per optimizer, the best baseline and NLCG's gain (points)."""
     wide = reference.groupby(["global_batch", "optimizer"]).top1.mean().unstack("optimizer")
-    have = [b for b in BASELINES if b in wide]
-    if PAPER_NLCG in wide and have:
+    paper_roles = stats.roles(reference)  # the paper's optimizers: its method (NLCG-FR) and its baselines
+    have = [b for b in stats.baselines(paper_roles) if b in wide]
+    nlcg = stats.methods(paper_roles)
+    if nlcg and have:
         wide["best_baseline"] = wide[have].max(axis=1)
-        wide["nlcg_gain_points"] = 100 * (wide[PAPER_NLCG] - wide["best_baseline"])
+        wide["nlcg_gain_points"] = 100 * (wide[nlcg[0]] - wide["best_baseline"])
     return wide
 
 
@@ -148,19 +151,20 @@ def _judged(cfg: pd.Series | None, judge: pd.DataFrame) -> tuple[pd.Series | Non
     return (rows.iloc[0], True) if len(rows) else (cfg, False)
 
 
-def _entries(choose: pd.DataFrame, judge: pd.DataFrame, pick, scale, gains, on: str,
+def _entries(choose: pd.DataFrame, judge: pd.DataFrame, pick, scale, gains, on: str, sides: tuple,
              extra=lambda cfg, prefix: {}) -> list[dict]:
     """One entry per compared configuration and point; ``pick(rows, baseline)`` chooses configurations among
     the choosing seeds' ``choose`` summary (on ``on``: test or validation); each side is then judged on the
     confirmation seeds' ``judge`` summary when both sides ran there."""
     out = []
     for (batch, budget, setting), here in choose.groupby(["global_batch", "epochs", "setting"], sort=True):
-        bases = here[here.optimizer.isin(BASELINES)]
+        compared, baselines = sides  # the methods under test, the optimizers the best baseline is chosen among
+        bases = here[here.optimizer.isin(baselines)]
         chosen = pick(bases, baseline=True)
         excluded = [f"{r.optimizer}{', ' + r.label if r.label else ''} ({r.n_diverged}/{r.n_seeds} seeds diverged)"
                     for _, r in bases[bases.n_diverged > 0].iterrows()]
         rule = f"best {on} mean of {len(bases)} baseline configuration{'s' if len(bases) != 1 else ''}"
-        for opt in [o for o in COMPARED if o in set(here.optimizer)]:
+        for opt in [o for o in compared if o in set(here.optimizer)]:
             for _, cfg in pick(here[here.optimizer == opt], baseline=False).iterrows():
                 base = None if chosen.empty else chosen.iloc[0]
                 judged_cfg, confirmed = _judged(cfg, judge)
@@ -196,7 +200,7 @@ def _every_nlcg(rows: pd.DataFrame, baseline: bool) -> pd.DataFrame:
     return rows
 
 
-def _tuned(choose: pd.DataFrame, judge: pd.DataFrame, scale, gains) -> tuple[list[dict], str | None]:
+def _tuned(choose: pd.DataFrame, judge: pd.DataFrame, scale, gains, sides: tuple) -> tuple[list[dict], str | None]:
     several = choose.groupby(["global_batch", "epochs", "setting", "optimizer"]).config_id.transform("nunique") > 1
     points = choose[several][["global_batch", "epochs", "setting"]].drop_duplicates()
     if points.empty:
@@ -213,7 +217,7 @@ def _tuned(choose: pd.DataFrame, judge: pd.DataFrame, scale, gains) -> tuple[lis
         return {f"{prefix}chosen_base_lr": _num(cfg.base_lr), f"{prefix}val_top1_mean": _num(cfg.val_top1_mean),
                 f"{prefix}configurations_tried": len(tried)}
 
-    return _entries(tuned, judge, _best_on("val_top1_mean"), scale, gains, "validation", chosen_lr), None
+    return _entries(tuned, judge, _best_on("val_top1_mean"), scale, gains, "validation", sides, chosen_lr), None
 
 
 def _adjust(entries: list[dict]) -> int:
@@ -227,12 +231,16 @@ def _adjust(entries: list[dict]) -> int:
     return sum(e["p_value"] is not None for e in entries)
 
 
-def study_claim(study: dict | None, prep: pd.DataFrame) -> dict:
-    """The primary claim's declaration: the study's (bench.grid.declare), else the default: NLCG-FR against
-    the best baseline at the largest batch, pooled over every budget run there, no confirmation seeds. A
-    declaration that leaves keys out takes these defaults for them, as a sweep file's [claim] table does."""
+def study_claim(study: dict | None, prep: pd.DataFrame, roles: dict | None = None) -> dict:
+    """The primary claim's declaration: the study's (bench.grid.declare), else the default: the first method
+    under test (by name; NLCG-FR in the paper's folders) against the best baseline at the largest batch, pooled
+    over every budget run there, no confirmation seeds. A declaration that leaves keys out takes these defaults
+    for them, as a sweep file's [claim] table does."""
     declared = (study or {}).get("claim")
-    claim = {**DEFAULT_CLAIM, **(declared or {})}
+    roles = stats.roles(prep, study) if roles is None else roles
+    methods = stats.methods(roles)
+    claim = {**DEFAULT_CLAIM, "optimizer": methods[0] if methods else next(iter(roles), None), **(declared or {})}
+    claim.setdefault("baselines", [o for o in stats.baselines(roles, study) if o != claim["optimizer"]])
     claim.setdefault("global_batch", int(prep.global_batch.max()))
     at = prep[prep.global_batch == claim["global_batch"]]
     if not claim.get("epochs"):  # undeclared, or step budgets: every budget run at the claim's batch
@@ -240,14 +248,15 @@ def study_claim(study: dict | None, prep: pd.DataFrame) -> dict:
     return claim
 
 
-def _critical(runs: pd.DataFrame, history: pd.DataFrame | None, target: float | None = None) -> list[dict]:
+def _critical(runs: pd.DataFrame, history: pd.DataFrame | None, target: float | None = None,
+              sides: tuple | None = None) -> list[dict]:
     """B_crit of each NLCG form over the best baseline's (plots.critical_batch) at one ``target`` (None: the runs'
     own, ``critical_batch.runs_target``); infinities as "inf"."""
     from plots import critical_batch
 
     if history is None:
         return []
-    out = critical_batch.comparison(critical_batch.fits(runs, history, target))
+    out = critical_batch.comparison(critical_batch.fits(runs, history, target), sides)
     return [{k: ("inf" if isinstance(v, float) and math.isinf(v) else _num(v) if isinstance(v, float) else v)
              for k, v in e.items()} for e in out]
 
@@ -322,7 +331,9 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
     """The claims document of one sweep's runs (see the module docstring for the rules); ``study`` is the
     sweep's declaration (study.json), None for the defaults; ``history`` adds the critical-batch comparison."""
     prep = stats.prepare(runs, tuple((study or {}).get("tuning_fields") or stats.DEFAULT_TUNING))
-    claim = study_claim(study, prep)
+    roles = stats.roles(prep, study)
+    claim = study_claim(study, prep, roles)
+    sides = (stats.methods(roles), claim["baselines"])
     confirm = set(claim.get("confirm_seeds") or [])
     choose_seeds, judge_seeds = prep[~prep.seed.isin(confirm)], prep[prep.seed.isin(confirm)]
     summary = stats.summarize(prep)
@@ -337,8 +348,8 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
     mixed = [{"config_id": r.config_id, "optimizer": r.optimizer, "label": r.label, "global_batch": int(r.global_batch),
               "epochs": float(r.epochs), "git_commits": r.git_commits}
              for _, r in summary.iterrows() if len(r.git_commits) > 1]
-    entries = _entries(choose, judge, _every_nlcg, scale, gains, "test")
-    tuned, tuned_note = _tuned(choose, judge, scale, gains)
+    entries = _entries(choose, judge, _every_nlcg, scale, gains, "test", sides)
+    tuned, tuned_note = _tuned(choose, judge, scale, gains, sides)
     family = _adjust(entries + tuned)
     big = gains[gains.index >= claim_batch] if gains is not None and "nlcg_gain_points" in gains else None
     doc = {
@@ -356,10 +367,10 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
         "family_size": family, "selection_effect": SELECTION_EFFECT, "machines": MACHINES,
         "confirm_seeds": sorted(confirm), "confirm_seeds_run": sorted(int(s) for s in judge_seeds.seed.unique()),
         "choosing_seeds": sorted(int(s) for s in choose_seeds.seed.unique()),
-        "divergence_rule": DIVERGENCE_RULE, "baselines": list(BASELINES),
+        "divergence_rule": DIVERGENCE_RULE, "baselines": list(claim["baselines"]), "roles": roles,
         "claims": entries, "tuned_rule": TUNED_RULE, "tuned_claims": tuned, "tuned_note": tuned_note,
         "mixed_commits": mixed,
-        "critical_batch_rule": CRITICAL_RULE, "critical_batch": _critical(runs, history, _target(study, runs)),
+        "critical_batch_rule": CRITICAL_RULE, "critical_batch": _critical(runs, history, _target(study, runs), sides),
         "target_top1": _target(study, runs), "target_top1_written": _written_targets(runs),
         "noise_scale_rule": NOISE_RULE, "noise_scale_published": PUBLISHED_NOISE,
         "noise_scale_mapping": _noise(runs, history, scale),

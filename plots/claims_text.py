@@ -50,7 +50,7 @@ def against_lines(doc: dict) -> list[str]:
     if not blocks:
         return []
     out = ["## Against other sweeps: the same batches at other budgets", "",
-           "Each sweep's primary claim and its NLCG-against-best-baseline comparisons at this sweep's batches; "
+           "Each sweep's primary claim and its method-against-best-baseline comparisons at this sweep's batches; "
            "a budget is given in epochs and in optimizer steps (the paper's 90 epochs at 98,304 are ~1,170 "
            "steps). Exploratory verdicts are Holm-adjusted within their own sweep.", "",
            "| sweep | claim | optimizer | batch | epochs | steps | baseline | gain (points) [95 %] | verdict |",
@@ -126,7 +126,13 @@ def _claim_lines(entries: list[dict], tuned: bool) -> list[str]:
                    f"{div} against {base}{theirs}: {gain}{ci}{lrs}{paper}; baseline: {e['baseline_rule']}, judged on "
                    f"{e['judged_on']}." + (f" {e['reason']}." if e["reason"] else "")
                    + (f" Excluded baselines: {'; '.join(e['baselines_excluded'])}." if e["baselines_excluded"] else ""))
-    return out or ["- No NLCG configuration beside a baseline here: nothing to compare."]
+    return out or ["- No configuration of a method under test beside a baseline here: nothing to compare."]
+
+
+def _methods(doc: dict) -> str:
+    """The methods under test, by name (the document's roles: plots.stats.roles), for a heading."""
+    names = [o for o, r in (doc.get("roles") or {}).items() if r == "method"]
+    return ", ".join(names) if names else "The methods under test"
 
 
 def markdown(doc: dict) -> str:
@@ -153,13 +159,13 @@ def markdown(doc: dict) -> str:
             f"{doc['family_size']} comparisons with an interval. Only the primary claim and Holm verdicts are "
             "claims; the rest is exploration.", "",
             f"Selection: {doc['selection_effect']}", "", f"Divergence: {doc['divergence_rule']}", "",
-            "### NLCG against the best baseline (chosen on test top-1)", ""]
+            f"### {_methods(doc)} against the best baseline (chosen on test top-1)", ""]
     out += _claim_lines(doc["claims"], tuned=False) + [""]
     if doc["tuned_claims"] or doc["tuned_note"]:
         out += ["### Tuned: each optimizer at its best configuration on validation", "", doc["tuned_rule"], ""]
         out += ([doc["tuned_note"]] if doc["tuned_note"] else _claim_lines(doc["tuned_claims"], tuned=True)) + [""]
     if doc["critical_batch"]:
-        out += ["## Critical batch: NLCG's over the best baseline's", "", doc["critical_batch_rule"], ""]
+        out += [f"## Critical batch: {_methods(doc)}'s over the best baseline's", "", doc["critical_batch_rule"], ""]
         out += [f"- **{c['verdict']}**: {c['nlcg']} B_crit {_g(c['b_crit_nlcg'], '.0f')} against "
                 f"{c['baseline']} {_g(c['b_crit_baseline'], '.0f')}: ratio {_g(c['ratio'], '.2f')}, "
                 f"95 % [{_g(c['ratio_low'], '.2f')}, {_g(c['ratio_high'], '.2f')}]"

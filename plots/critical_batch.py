@@ -65,7 +65,6 @@ DRAWS = 2000
 LEVEL = 0.95
 EXCESS = 1.2  # the 20 % rule
 MIN_BATCHES = 3
-NLCG = ("nlcg-fr", "nlcg-pr")
 
 
 # ---- the fit and the rule ----------------------------------------------------------------------------------
@@ -257,17 +256,22 @@ def _verdict(low: float, high: float) -> str:
     return "holds" if low > 1 else "fails" if high < 1 else "inconclusive"
 
 
-def comparison(fitted: pd.DataFrame) -> list[dict]:
-    """Per NLCG series: its B_crit over the best baseline series' (the largest B_crit), the ratio's bootstrap
-    interval and the verdict (``holds``: interval above 1)."""
+def comparison(fitted: pd.DataFrame, sides: tuple | None = None) -> list[dict]:
+    """Per series of a method under test: its B_crit over the best baseline series' (the largest B_crit), the
+    ratio's bootstrap interval and the verdict (``holds``: interval above 1). ``sides``: (the methods, the
+    baselines), as the claims have them (plots.claims); default: by the optimizers' roles (``stats.roles``)."""
     out = []
     if fitted.empty:
         return out
-    base = fitted[~fitted.optimizer.isin(NLCG) & fitted.b_crit.notna()]
+    if sides is None:
+        roles = stats.roles(fitted)
+        sides = (stats.methods(roles), stats.baselines(roles))
+    methods, baselines = sides
+    base = fitted[fitted.optimizer.isin(baselines) & fitted.b_crit.notna()]
     if base.empty:
         return out
     best = base.loc[base.b_crit.idxmax()]
-    for _, nl in fitted[fitted.optimizer.isin(NLCG)].iterrows():
+    for _, nl in fitted[fitted.optimizer.isin(methods)].iterrows():
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = nl.b_crit_draws / best.b_crit_draws
             point = np.float64(nl.b_crit) / np.float64(best.b_crit)  # 0 / 0, x / 0: NaN, inf, no error

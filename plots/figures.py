@@ -13,6 +13,7 @@ the paper's published numbers at that position; its tick labels give both batche
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -21,9 +22,13 @@ from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 from plots import stats
 from plots.stats import TRAIN_SIZES, finished, train_size  # noqa: F401  (re-exported for notebooks)
 
-_COLORS = {"nlcg-fr": "tab:red", "nlcg-pr": "tab:orange", "rmsprop": "tab:blue", "momentum": "tab:green",
-           "sgd": "tab:gray", "lars": "tab:purple", "lamb": "tab:brown"}
-_ORDER = ["nlcg-fr", "nlcg-pr", "rmsprop", "momentum", "sgd", "lars", "lamb"]
+# Colours by role: the methods under test from warm colours, the baselines from the others, each in turn (name
+# order within a role); beyond them, tab20's. No optimizer is named: a plug-in is drawn like a built-in.
+METHOD_COLORS = ("tab:red", "tab:orange", "tab:pink", "tab:olive")
+BASELINE_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:gray", "tab:cyan")
+MORE_COLORS = tuple(matplotlib.colormaps["tab20b"].colors) + tuple(matplotlib.colormaps["tab20c"].colors)
+_PALETTE: dict[str, str] = {}  # optimizer -> colour, as ``use_roles`` assigned them (a report's folder)
+_ORDER: list[str] = []  # methods first, then baselines: the legend's order
 _STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]  # further configurations of one optimizer
 PAPER_STUDIES = {"cifar100": "CIFAR-100 ResNet-32 (200 epochs)", "imagenet": "ImageNet ResNet-50 (90 epochs)"}
 PAPER_CLAIM_LINES = {"imagenet": (65536, "paper's claim: > 10 points at batch > 65k")}
@@ -31,8 +36,28 @@ CAPTION = ("mean over the seeds of one configuration, bars: 95 % Student t over 
            "hollow: 1 seed, no interval; x: a configuration with diverged seeds (k/n)")
 
 
+def use_roles(roles: dict[str, str]) -> None:
+    """Give every optimizer of ``roles`` ({name: "method" or "baseline"}: plots.stats.roles) its colour and its
+    place in the legends, methods first: the same in every figure of one report (plots.report calls this
+    before drawing). Colours stay fixed per (role, rank by name) for a given set of optimizers."""
+    _PALETTE.clear()
+    _ORDER.clear()
+    methods = sorted(o for o, r in roles.items() if r == "method")
+    baselines = sorted(o for o, r in roles.items() if r != "method")
+    spare = iter(MORE_COLORS)
+    for names, colors in ((methods, METHOD_COLORS), (baselines, BASELINE_COLORS)):
+        for i, name in enumerate(names):
+            _PALETTE[name] = colors[i] if i < len(colors) else next(spare, "black")
+            _ORDER.append(name)
+
+
 def color(optimizer: str) -> str:
-    return _COLORS.get(optimizer, "black")
+    """The optimizer's colour: ``use_roles``'s; an optimizer it was not told of gets the next spare colour,
+    and keeps it."""
+    if optimizer not in _PALETTE:
+        used = set(_PALETTE.values())
+        _PALETTE[optimizer] = next((c for c in MORE_COLORS if c not in used), "black")
+    return _PALETTE[optimizer]
 
 
 def _order(name: str):

@@ -15,7 +15,7 @@ import math
 
 import pandas as pd
 
-from plots import inference, stats
+from plots import inference
 
 
 def _num(x):
@@ -35,7 +35,7 @@ def _choose(rows: pd.DataFrame) -> tuple[pd.Series | None, str]:
 
 
 def _baselines(claim: dict) -> tuple:
-    return stats.BASELINES if claim["baseline"] == "best" else (claim["baseline"],)
+    return tuple(claim.get("baselines") or ()) if claim["baseline"] == "best" else (claim["baseline"],)
 
 
 def test(claim: dict, choose: pd.DataFrame, judge: pd.DataFrame, scale: float) -> dict:

@@ -1,4 +1,5 @@
-"""``python -m bench report``: every figure of a results folder (PNG + PDF) and the claims (JSON + Markdown).
+"""``python -m bench report``: every figure of a results folder (PNG + PDF), the claims (JSON + Markdown) and
+one self-contained page of them all (index.html, plots.site).
 
 The claims put our numbers beside the paper's: per (global batch, epoch budget), NLCG-FR and NLCG-PR each
 against the best baseline, with the gain's 95 % interval and a verdict, computed in ``plots.claims`` from
@@ -29,9 +30,8 @@ import pandas as pd
 from bench.config import ConfigError
 from bench.results import load_history, load_runs
 from plots import claims as claims_mod
-from plots import critical_batch, figures, stats
+from plots import critical_batch, figures, site, stats
 
-BASELINES = claims_mod.BASELINES
 ROOT = Path(__file__).resolve().parent.parent  # the repository: relative paths of study.json resolve here too
 EXPERIMENTS = ROOT / "experiments"  # the profiles, for folders without study.json
 REFERENCE = EXPERIMENTS / "paper_reference.csv"  # --reference's default, wherever the command runs from
@@ -46,8 +46,8 @@ TARGET_FIGURES = ("steps_to_target", "critical_batch")  # drawn at the one targe
 # study.json as bench.grid.declare writes it: key -> (the types it may hold, required)
 STUDY_KEYS = {"sweep": ((str,), False), "source": ((str,), False), "claim": ((dict, type(None)), True),
               "tuning_fields": ((list,), True), "declared_at": ((str, type(None)), False),
-              "previous": ((list,), False), "target_top1": ((int, float), False)}
-CLAIM_TYPES = {"optimizer": (str,), "baseline": (str,), "global_batch": (int,), "epochs": (list,),
+              "previous": ((list,), False), "target_top1": ((int, float), False), "roles": ((dict,), False)}
+CLAIM_TYPES = {"optimizer": (str,), "baseline": (str,), "baselines": (list,), "global_batch": (int,), "epochs": (list,),
                "confirm_seeds": (list,), "declared": (bool,)}
 
 
@@ -151,7 +151,7 @@ def study(results_dir: Path) -> dict | None:
         sweep = grid.load(toml)
         asked = sorted({c.target_top1 for c in sweep.runs if c.target_top1 > 0})
         return {"sweep": sweep.name, "source": f"{toml} (read at report time: the folder has no study.json)",
-                "claim": sweep.claim, "tuning_fields": list(sweep.tuning),
+                "claim": sweep.claim, "roles": sweep.roles, "tuning_fields": list(sweep.tuning),
                 **({"target_top1": asked[0]} if len(asked) == 1 else {})}
     return None
 
@@ -337,9 +337,11 @@ class Report:
     out_dir: Path
     doc: dict
     figures: dict
+    runs: pd.DataFrame | None = None  # every attempt, for the page's table of runs and provenance
 
     def save(self) -> list[Path]:
-        """Every figure (PNG + PDF), claims.json and claims.md (last); returns the paths written."""
+        """Every figure (PNG + PDF), claims.json, claims.md, then index.html (last: the page of them all, written
+        atomically by plots.site); returns the paths written."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
         for name, fig in self.figures.items():
@@ -353,6 +355,8 @@ class Report:
         path = self.out_dir / "claims.md"
         path.write_text(claims_mod.markdown(self.doc))
         paths.append(path)
+        runs = self.runs if self.runs is not None else load_runs(self.results_dir)
+        paths.append(site.write(self.out_dir, self.doc, runs, {n: self.out_dir / f"{n}.png" for n in self.figures}))
         return paths
 
 
@@ -382,14 +386,15 @@ def prepare(results_dir: str | Path, out_dir: str | Path, reference_csv: str | P
     others = [_other(Path(f), reference, paper_dataset) for f in against]
     doc = claims_mod.build(runs, reference, paper_dataset, asked or None, history)
     doc["against"] = claims_mod.against(doc, others)
+    figures.use_roles(doc["roles"])  # one colour per optimizer in every figure, by its role
     drawn = {name: draw(name, runs, history, reference, paper_dataset, doc["primary"]["global_batch"], target)
              for name in FIGURES}
-    return Report(results_dir, out_dir, doc, drawn)
+    return Report(results_dir, out_dir, doc, drawn, runs)
 
 
 def write(results_dir: str | Path, out_dir: str | Path, reference_csv: str | Path | None = None,
           paper_dataset: str = AUTO, against: tuple = ()) -> list[Path]:
-    """Save every figure (PNG + PDF), claims.json and claims.md (last) for one results folder; returns the
+    """Save every figure (PNG + PDF), claims.json, claims.md and index.html (last) for one results folder; returns the
     paths written. ``against``: other results folders (e.g. the same batches at shorter budgets) whose claims
     at this folder's batches are set beside this one's (claims.json ``against``). ``reference_csv``: None for
     the repository's paper_reference.csv. Nothing is written when the input is bad (``prepare``)."""
@@ -431,6 +436,6 @@ def main(args) -> int:
                    for folder, out in zip(args.results, outs, strict=True)]
     for folder, report in zip(args.results, reports, strict=True):
         paths = report.save()
-        print(f"{folder}: wrote {len(paths)} files to {paths[0].parent}", flush=True)
-        print(paths[-1].read_text(), flush=True)
+        print(f"{folder}: wrote {len(paths)} files to {paths[0].parent}; the page: {paths[-1]}", flush=True)
+        print((paths[0].parent / "claims.md").read_text(), flush=True)
     return 0

@@ -26,10 +26,10 @@ from bench.datasets import SPECS
 FINISHED = results.DONE  # runs that ended as a result
 # Fields that change no training: bench.config's, the one rule (bench.config.identity)
 NOT_TRAINING = config.NOT_TRAINING
-# The optimizers a claim compares NLCG against (its baselines: the paper's two, plain SGD, the large-batch ones).
-BASELINES = ("rmsprop", "momentum", "sgd", "lars", "lamb")
+BASELINE, METHOD = "baseline", "method"  # an optimizer's role in a study (optimizers.ROLES)
 # Fields a series runs across (a figure's x axis or panels), left out of the labels that tell series apart.
-POINT_FIELDS = ("optimizer", "global_batch", "epochs", "steps")
+# ("plugins.optimizer": a plug-in optimizer's reference and version, which go with its name.)
+POINT_FIELDS = ("optimizer", "plugins.optimizer", "global_batch", "epochs", "steps")
 # What optimizers are tuned in when a results folder has no declaration (study.json, bench.grid.declare):
 # the learning rate and (always) the optimizer's own hyperparameters.
 DEFAULT_TUNING = ("base_lr",)
@@ -81,9 +81,47 @@ def training_fields(row: dict) -> dict:
     values = {**json.loads(row["config"]), **columns}
     data = str(row["data_check"]) if _present(row, "data_check") else ""
     fields = config.identity(values, columns.get("workers"), data=data,
-                             hparams=values.get("hparams", {}) if hparams is None else hparams)
+                             hparams=values.get("hparams", {}) if hparams is None else hparams,
+                             **results.row_components(row))  # a plug-in's, from the row: none is imported
     fields.pop("seed", None)
     return fields
+
+
+def roles(runs: pd.DataFrame, study: dict | None = None) -> dict[str, str]:
+    """{optimizer: "baseline" or "method"} of every optimizer of ``runs`` (sorted by name): the sweep's
+    declaration (study.json ``roles``, which bench.grid wrote with its [claim] applied), else each optimizer's
+    latest ``role`` column, else, for rows written before rows recorded a role, the role their built-in had
+    (bench.results.LEGACY_ROLES); then the declared claim's own override (its optimizer a method, its baselines
+    baselines). Nothing here names an optimizer: the roles are the registry's, as recorded."""
+    declared = dict((study or {}).get("roles") or {})
+    names = sorted({str(o) for o in runs.optimizer}) if "optimizer" in runs else []
+    out = {}
+    for name in names:
+        if name in declared:
+            out[name] = declared[name]
+            continue
+        written = runs.role[(runs.optimizer == name) & runs.role.notna()] if "role" in runs else []
+        out[name] = str(written.iloc[-1]) if len(written) else results.LEGACY_ROLES.get(name, BASELINE)
+    claim = (study or {}).get("claim") or {}
+    for name in [*(claim.get("baselines") or []), *([claim["baseline"]] if claim.get("baseline") not in (None, "best")
+                                                    else [])]:
+        if name in out:
+            out[name] = BASELINE
+    if claim.get("optimizer") in out:
+        out[claim["optimizer"]] = METHOD
+    return out
+
+
+def baselines(roles_: dict, study: dict | None = None) -> list[str]:
+    """The optimizers the best baseline is chosen among: the declared claim's ``baselines`` when it has them,
+    else every optimizer whose role is baseline."""
+    declared = ((study or {}).get("claim") or {}).get("baselines")
+    return list(declared) if declared else [o for o, r in roles_.items() if r == BASELINE]
+
+
+def methods(roles_: dict) -> list[str]:
+    """The methods under test, each compared with the best baseline: every optimizer whose role is method."""
+    return [o for o, r in roles_.items() if r == METHOD]
 
 
 def budget_epochs(row: dict) -> float:
@@ -110,8 +148,12 @@ def config_key(runs: pd.DataFrame) -> pd.Series:
 
 
 def _flat(fields: dict) -> dict:
-    out = {k: v for k, v in fields.items() if k != "hparams"}
+    """One level: ``hparams.NAME`` per hyperparameter, ``model_hparams.NAME`` per model hyperparameter and
+    ``plugins.KIND`` per plug-in component (its reference and version)."""
+    out = {k: v for k, v in fields.items() if k not in ("hparams", "model_hparams", "plugins")}
     out.update({f"hparams.{k}": v for k, v in (fields.get("hparams") or {}).items()})
+    out.update({f"model_hparams.{k}": v for k, v in (fields.get("model_hparams") or {}).items()})
+    out.update({f"plugins.{k}": v for k, v in (fields.get("plugins") or {}).items()})
     return out
 
 
@@ -217,6 +259,8 @@ def datasets(runs: pd.DataFrame) -> dict:
 
 
 def _row_train_size(row: dict) -> int:
+    if _present(row, "train_size"):  # rows record it (a plug-in data set's is its arrays')
+        return int(row["train_size"])
     cfg = json.loads(row["config"]) if _present(row, "config") else {}
     name = str(row["dataset"])
     size = TRAIN_SIZES[name] if name in TRAIN_SIZES else int(cfg.get("synthetic_train_size",

@@ -10,12 +10,14 @@ import numpy as np
 from bench import config, distributed, results, train
 
 
-def make_cfg(out: Path):
+def make_cfg(out: Path, optimizer: str = "nlcg-pr", model: str = "resnet8"):
+    """``optimizer`` and ``model`` may be plug-ins' (tests/test_plugins.py: examples/plugin's)."""
     return config.make({
         "dataset": "synthetic", "synthetic_image_size": 8, "synthetic_train_size": 512, "synthetic_test_size": 256,
         "width": 4, "global_batch": 64, "per_worker_batch": 32, "steps": 12, "log_every_steps": 1,
-        "eval_every_epochs": 0.5, "checkpoint_every_epochs": 0.5, "optimizer": "nlcg-pr", "eval_ema": True,
-        "output_dir": str(out), "sweep": "resume",
+        "eval_every_epochs": 0.5, "checkpoint_every_epochs": 0.5, "optimizer": optimizer, "eval_ema": True,
+        "output_dir": str(out), "sweep": "resume", "model": model,
+        **({"model_hparams": {"filters": 4}} if model != "resnet8" else {}),
     })
 
 
@@ -36,11 +38,11 @@ def failing_at(n):
     return make
 
 
-def main(out: str, world=None) -> None:
+def main(out: str, world=None, optimizer: str = "nlcg-pr", model: str = "resnet8") -> None:
     world = world or (distributed.init() if "OMPI_COMM_WORLD_SIZE" in os.environ else distributed.World())
     base = Path(out).parent
-    train.run(make_cfg(base / "straight"), world)
-    cfg = make_cfg(base / "resumed")
+    train.run(make_cfg(base / "straight", optimizer, model), world)
+    cfg = make_cfg(base / "resumed", optimizer, model)
     real = train.make_train_step
     train.make_train_step = failing_at(10)
     try:
@@ -52,6 +54,12 @@ def main(out: str, world=None) -> None:
         train.make_train_step = real
     ckpt_dir = base / "resumed" / "resume" / "checkpoints"
     kept = sorted(p.name for p in ckpt_dir.glob("*/*")) if world.is_chief else []
+    slots = []  # the optimizer's variables the checkpoint holds
+    if world.is_chief:
+        import tensorflow as tf
+
+        slots = [name for name, _ in tf.train.list_variables(tf.train.latest_checkpoint(str(next(ckpt_dir.iterdir()))))
+                 if name.startswith("optimizer/")]
     train.run(cfg, world)
     if world.is_chief:
         # every logged number but the clock (time_s) and the attempt counter
@@ -61,9 +69,10 @@ def main(out: str, world=None) -> None:
         np.savez(out, straight=a.to_numpy(float), resumed=b[a.columns].to_numpy(float),
                  columns=np.array(list(a.columns)),
                  statuses=np.array(list(runs.status)), resumed_from=runs.resumed_from_step.to_numpy(),
-                 attempts=runs.attempt.to_numpy(), kept=np.array(kept),
+                 attempts=runs.attempt.to_numpy(), kept=np.array(kept), slots=np.array(slots),
                  left=np.array([str(p) for p in ckpt_dir.glob("*/*")]))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    named = dict(zip(sys.argv[2::2], sys.argv[3::2], strict=True))  # --optimizer NAME --model NAME
+    main(sys.argv[1], optimizer=named.get("--optimizer", "nlcg-pr"), model=named.get("--model", "resnet8"))

@@ -50,7 +50,7 @@ OUT_OF_RANGE = {
     "sweep": ['""', '"."', '".."', '"../x"', '"/abs"', '"a/b"', r'"a\\b"', '"-x"', '" x"', '".hidden"'],
     "output_dir": ['""', '"  "'],
     "dataset": ['"mnist"', '""'], "model": ['"vgg"'], "optimizer": ['"nope_opt"', '""'], "bn_eval": ['"ema"'],
-    "precision": ['"float16"'], "allreduce_compression": ['"bf16"'],
+    "precision": ['"float16"'], "allreduce_compression": ['"bf16"'], "model_hparams": ["{ filters = 3 }"],
     "image_size": ["2", "513"], "seed": ["4294967296"], "validation_size": ["-5"],
     "bn_momentum": ["0.0", "1.0"], "weight_decay": ["-1e-4"], "label_smoothing": ["1.0"],
     "base_lr": ["0.0"], "init_lr": ["0"], "warmup_fraction": ["1.0"], "warmup_power": ["0.0", "-0.5"],
@@ -74,8 +74,9 @@ VALID = {
     "warmup_fraction": "0", "warmup_power": "2", "decay_fractions": "[0.25, 0.75]", "decay_factor": "1",
     "eval_every_epochs": "0.5", "eval_batch": "10", "bn_eval": '"moving"', "precise_bn_images": "1",
     "precise_bn_batch": "1", "eval_ema": "true", "ema_decay": "0.5", "log_every_steps": "3", "target_top1": "1.0",
-    "checkpoint_every_epochs": "0.5", "seed": "4294967295", "precision": '"mixed_bfloat16"', "jit_compile": "true",
-    "allreduce_compression": '"fp16"',
+    "checkpoint_every_epochs": "0.5", "tensorboard": "false", "save_model": "true", "seed": "4294967295",
+    "precision": '"mixed_bfloat16"', "jit_compile": "true",
+    "allreduce_compression": '"fp16"', "model_hparams": "{}",
 }
 TYPES = {k: config._TYPES[k] if config._TYPES[k] in WRONG_BY_TYPE else dict if k == "hparams" else tuple
          for k in config.FIELDS}
@@ -247,7 +248,7 @@ SWEEP_CASES = {
     "claim against itself": (GRID + '[claim]\noptimizer = "momentum"\nbaseline = "momentum"\n',
                              ["optimizer = 'momentum' and baseline = 'momentum'", "against itself"]),
     "claim a baseline against the best": (GRID + '[claim]\noptimizer = "momentum"\n',
-                                          ["optimizer = 'momentum'", "baselines", "against itself"]),
+                                          ["optimizer = 'momentum'", "baselines = [...]", "is a baseline"]),
     "claim an optimizer not run": (GRID + '[claim]\noptimizer = "nlcg-pr"\n', ["optimizer = 'nlcg-pr'", "not run"]),
     "claim a baseline not run": (GRID + '[claim]\nbaseline = "rmsprop"\n', ["baseline = 'rmsprop'", "no baseline"]),
 }
@@ -346,10 +347,17 @@ def test_identical_repeated_points_are_still_one_run(tmp_path):
     assert len(grid.load(_sweep(tmp_path, "[grid]\nimage_size = [0, 4]\n")).runs) == 2
 
 
-def test_the_claims_baselines_are_the_reports():
+def test_the_claims_baselines_are_the_reports(tmp_path):
+    """The roles a sweep declares (bench.grid, from the registry) are the ones the report reads (plots.stats)."""
+    import pandas as pd
+
     from plots import stats
 
-    assert grid.BASELINES == stats.BASELINES
+    s = grid.load(_sweep(tmp_path, '[grid]\noptimizer = ["momentum", "nlcg-fr", "rmsprop"]\n'))
+    study = {"claim": s.claim, "roles": s.roles}
+    runs = pd.DataFrame({"optimizer": ["momentum", "nlcg-fr", "rmsprop"]})
+    assert stats.roles(runs, study) == stats.roles(runs) == s.roles  # declared, and the legacy rows' alike
+    assert stats.baselines(s.roles, study) == s.claim["baselines"] == ["momentum", "rmsprop"]
 
 
 # ---- the CLI, as a user runs it: one line on stderr, exit 2, nothing written ---------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bench import claims
+from bench import leases
 from bench.results import load_runs
 from conftest import PYTHON, ROOT, mpirun, requires_horovod, run_cli
 
@@ -234,9 +234,9 @@ def test_a_claim_taken_over_mid_run_stops_the_run_on_every_rank_and_leaves_the_n
             time.sleep(0.05)
         time.sleep(2.0)  # training by now
         [claim] = list(claims_dir.glob("*.claim"))
-        # a takeover by a live owner elsewhere, made as claims.claim makes one: under the claims folder's lock
+        # a takeover by a live owner elsewhere, made as leases.claim makes one: under the claims folder's lock
         # (without it, our owner's heartbeat, already past its token check, could overwrite it)
-        with claims._locked(claims_dir):
+        with leases._locked(claims_dir):
             theirs = {**json.loads(claim.read_text()), "host": "elsewhere", "pid": 1, "token": "theirs",
                       "heartbeat": time.time() + 3600}
             claim.write_text(json.dumps(theirs))

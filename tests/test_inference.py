@@ -170,8 +170,9 @@ def _sweep_file(tmp_path, claim: str) -> str:
 
 def test_the_declaration_is_read_from_the_sweep_file_and_checked(tmp_path):
     sweep = grid.load(_sweep_file(tmp_path, ""))
-    assert sweep.claim == {"optimizer": "nlcg-fr", "baseline": "best", "global_batch": 1024, "epochs": [3.0],
-                           "confirm_seeds": [], "declared": False}
+    assert sweep.claim == {"optimizer": "nlcg-fr", "baseline": "best", "baselines": ["momentum"], "global_batch": 1024,
+                           "epochs": [3.0], "confirm_seeds": [], "declared": False}
+    assert sweep.roles == {"momentum": "baseline", "nlcg-fr": "method"}  # the registry's, recorded in study.json
     assert sweep.tuning == ("base_lr", "init_lr")
     sweep = grid.load(_sweep_file(tmp_path, "[claim]\nglobal_batch = 256\nconfirm_seeds = [2]"))
     assert sweep.claim["global_batch"] == 256 and sweep.claim["confirm_seeds"] == [2] and sweep.claim["declared"]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import attempts, claims, results, sweep
+from bench import attempts, leases, results, sweep
 from bench.results import load_history, load_runs
 from conftest import ROOT, requires_horovod, run_cli
 
@@ -278,7 +278,7 @@ def _blocked_claim_is_lost_and_released_in_time(tmp_path, run_id: str, offset: f
     """Claim ``run_id``, wait ``offset`` s (a moment in the heartbeat's cycle), make the lock unobtainable
     (``block()``); check() must raise within the lease and release() return within a quarter lease and a beat.
     Returns (seconds until lost, seconds release took)."""
-    mine = claims.claim(tmp_path, run_id, lease_s=LEASE, heartbeat_s=0.25)
+    mine = leases.claim(tmp_path, run_id, lease_s=LEASE, heartbeat_s=0.25)
     time.sleep(offset)
     mine.check()  # held
     block()
@@ -286,7 +286,7 @@ def _blocked_claim_is_lost_and_released_in_time(tmp_path, run_id: str, offset: f
     while True:
         try:
             mine.check()
-        except claims.ClaimLost as e:
+        except leases.ClaimLost as e:
             lost = time.monotonic() - t0
             assert "not written for" in str(e) and run_id in str(e), e
             break
@@ -324,7 +324,7 @@ def test_a_lock_held_by_another_process_stops_the_claim_within_the_lease(tmp_pat
             continue
         # the lock is free again: a takeover waits for it and gets it (the claim went stale: no heartbeat)
         time.sleep(LEASE + 0.1)
-        taken = claims.claim(folder, f"r{i}", lease_s=LEASE)
+        taken = leases.claim(folder, f"r{i}", lease_s=LEASE)
         assert taken is not None and taken.previous is not None
         taken.release()
         assert not (folder / "claims" / f"r{i}.claim").exists()
@@ -345,15 +345,15 @@ def test_a_flock_that_never_returns_stops_the_claim_and_leaves_no_lock_behind(tm
         gates.append(threading.Event())
         try:
             _blocked_claim_is_lost_and_released_in_time(
-                tmp_path, f"h{i}", offset, lambda: monkeypatch.setattr(claims.fcntl, "flock", hung))
+                tmp_path, f"h{i}", offset, lambda: monkeypatch.setattr(leases.fcntl, "flock", hung))
         finally:
-            monkeypatch.setattr(claims.fcntl, "flock", real)
+            monkeypatch.setattr(leases.fcntl, "flock", real)
             gates[-1].set()  # the stuck calls return now: each drops the lock it was granted late
     deadline = time.time() + 10
     while time.time() < deadline and any(t.name.startswith("claims-lock-") for t in threading.enumerate()):
         time.sleep(0.05)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("claims-lock-")]
-    with claims._locked(tmp_path / "claims", wait=1.0):  # nobody holds it
+    with leases._locked(tmp_path / "claims", wait=1.0):  # nobody holds it
         pass
 
 
@@ -366,7 +366,7 @@ def _stale_claim_of(folder, run_id: str, job: str) -> None:
     now = time.time()
     path = folder / "claims" / f"{run_id}.claim"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"run_id": run_id, "host": "h", "where": claims.machine(), "pid": int(dead.stdout),
+    path.write_text(json.dumps({"run_id": run_id, "host": "h", "where": leases.machine(), "pid": int(dead.stdout),
                                 "token": "dead", "claimed_at": now - 5, "heartbeat": now - 1, "job": job,
                                 "ranks": [0]}))
 

@@ -18,8 +18,8 @@ def test_analysis_notebook_executes_on_a_results_folder(tmp_path, monkeypatch):
         results.append_run(folder, {**r.to_dict(), "images_per_s": 100.0},
                            history[history.run_id == r.run_id].to_dict("records"))
     paths = report.write(folder, tmp_path / "figs", REFERENCE)
-    assert [p.name for p in paths[-2:]] == ["claims.json", "claims.md"]
-    gains = [c["gain_points"] for c in json.loads(paths[-2].read_text())["claims"]]
+    assert [p.name for p in paths[-3:]] == ["claims.json", "claims.md", "index.html"]
+    gains = [c["gain_points"] for c in json.loads(paths[-3].read_text())["claims"]]
     monkeypatch.setenv("RESULTS_DIR", str(folder))
     monkeypatch.setenv("FIGURES_DIR", str(tmp_path / "figs"))
     nb = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)

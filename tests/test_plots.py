@@ -333,7 +333,8 @@ def test_report_cli_writes_every_figure_and_the_claims_and_refuses_an_empty_fold
     assert p.returncode == 0, p.stderr[-3000:]
     out = tmp_path / "figs" / "toy"
     names = sorted(f.name for f in out.iterdir())
-    assert names == sorted([f"{n}.{e}" for n in report.FIGURES for e in ("png", "pdf")] + ["claims.json", "claims.md"])
+    assert names == sorted([f"{n}.{e}" for n in report.FIGURES for e in ("png", "pdf")] + ["claims.json", "claims.md",
+                                                                                             "index.html"])
     assert all(Path(out, n).stat().st_size > 500 for n in names)
     doc = json.loads((out / "claims.json").read_text())
     assert {"claims", "tuned_claims", "interval_method", "paper_claim", "mixed_commits"} <= set(doc)

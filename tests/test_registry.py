@@ -95,6 +95,10 @@ RESOLVED_DEFAULTS = {
                 "line_search_threshold": 1.0},
     "rmsprop": {"rho": 0.9, "momentum": 0.9, "epsilon": 1.0},
     "sgd": {},
+    # added with the Nado et al. 2021 baselines (the same rule: they are part of their runs' ids from the start)
+    "nesterov": {"momentum": 0.9},
+    "adam": {},
+    "adamw": {"weight_decay": 0.004},
 }
 
 

@@ -44,11 +44,15 @@ READERS: dict[str, Reader] = {
 
 
 def reader(cfg: RunConfig) -> Reader:
-    """The reader of ``cfg.dataset`` (DataError naming the valid ones for any other name)."""
-    try:
+    """The reader of ``cfg.dataset``: a built-in's (READERS), else a plug-in's (bench.data.plugin: its
+    ``load(data_dir)`` behind the in-memory pipelines; bench.components names it, ConfigError if it is none)."""
+    if cfg.dataset in READERS:
         return READERS[cfg.dataset]
-    except KeyError:
-        raise DataError(f"dataset = {cfg.dataset!r}; valid: {', '.join(READERS)}") from None
+    from bench import components
+    from bench.data import plugin
+
+    components.load("dataset", cfg.dataset, builtin=tuple(READERS))  # ConfigError naming the valid ones
+    return plugin.reader(cfg.dataset)
 
 
 def check(cfg: RunConfig) -> None:

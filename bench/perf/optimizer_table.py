@@ -24,10 +24,13 @@ from bench.perf.timing import WARMUP_STEPS, gc_off, rotated, setup, timed
 
 
 def check_names(names: list[str]) -> None:
-    """Raise ConfigError naming the first of ``names`` that is not in the optimizer registry."""
+    """Raise ConfigError naming the first of ``names`` that is neither a built-in nor a plug-in (an entry point
+    or "package.module:attribute", bench.components), or a plug-in that does not meet its contract."""
     for name in names:
-        if name not in optimizers.REGISTRY:
-            raise ConfigError(f"optimizer {name!r} is unknown; valid: {', '.join(optimizers.names())}")
+        try:
+            optimizers.entry(name)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def run(cfg: RunConfig, names: list[str], steps: int, rounds: int, world=None) -> pd.DataFrame:

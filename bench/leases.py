@@ -1,4 +1,8 @@
-"""Run claims: any number of sweep processes on one results folder train each pending run once.
+"""Run leases (a run's claim): any number of sweep processes on one results folder train each pending run once.
+
+The module was bench/claims.py; it is named for what it holds, a lease on a run, so that "claims" means one
+thing in this repository, the statistical claims (plots.claims, a sweep's [claim]). The files keep their names
+(``<results_dir>/claims/``, ``Claim``, ``claim()``), so folders written before the rename are read as they were.
 
 Before training a run, a sweep process claims it: ``<results_dir>/claims/<run_id>.claim``, created with
 O_CREAT | O_EXCL (only one process can create it), holds JSON ``{run_id, host, where, pid, token, claimed_at,
