@@ -15,6 +15,7 @@ import sys
 import traceback
 
 from bench.environment import mpi_defaults, quiet_tensorflow, share_cores, under_mpi  # light: no TensorFlow
+from bench.log import LEVELS  # light: logging only
 
 quiet_tensorflow()  # before TensorFlow starts
 mpi_defaults()  # before MPI starts (in this process, or in the mpirun this process re-launches under)
@@ -38,9 +39,13 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     """The parser, with the arguments of ``command`` only: its module is imported (TensorFlow, for most) only
     when that command is the one asked for."""
     p = argparse.ArgumentParser(prog="python -m bench", description="The NLCG benchmark harness.")
+    p.add_argument("--log-level", choices=LEVELS, default="INFO",
+                   help="the console's level on the chief (other ranks: WARNING and above; a run's log file "
+                   "keeps the chief's INFO whatever this says); default INFO")
     sub = p.add_subparsers(dest="command", required=True)
     for name, (module, text) in COMMANDS.items():
         sp = sub.add_parser(name, help=text)
+        sp.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS, help="as before the command")
         if name == command:
             importlib.import_module(module).add_arguments(sp)
     return p
@@ -48,8 +53,11 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser(argv[0] if argv else None).parse_args(argv)
+    args = _parser(next((a for a in argv if a in COMMANDS), None)).parse_args(argv)
+    from bench import log
     from bench.config import ConfigError
+
+    log.setup(level=args.log_level)
 
     try:
         return importlib.import_module(COMMANDS[args.command][0]).main(args)

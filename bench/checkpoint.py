@@ -42,7 +42,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from bench import atomic, faults
+from bench import atomic, faults, log
+
+_log = log.get("bench.checkpoint")
 
 PROGRESS = "progress.json"
 # progress.json's layout, recorded in it as "format": a checkpoint of another format is set aside, not read.
@@ -68,7 +70,7 @@ class RunCheckpoint:
         self.manager = tf.train.CheckpointManager(self.state, str(self.directory), max_to_keep=2)
         self.token = uuid.uuid4().hex[:12]  # in temp names: two owners of one run never share a temp file
 
-    def restore(self, say=print) -> tuple[int, dict, list[dict]]:
+    def restore(self, say=_log.warning) -> tuple[int, dict, list[dict]]:
         """(step to resume after, saved progress, saved history rows); (0, {}, []) when there is none, or when
         the checkpoint cannot be restored: then it is set aside (``set_aside``) and ``say`` gets one line."""
         step, progress, history, fresh, error = 0, {}, [], None, None
@@ -97,8 +99,8 @@ class RunCheckpoint:
                                 v.assign(f[f"v{i}"])
                 except Exception as e:  # noqa: BLE001 - every rank must reach the collective below
                     mine = e
-                    print(f"rank {self.world.rank}: cannot restore its BN statistics of run {self.directory.name} "
-                          f"from {local}: {distributed.describe(e)}", flush=True)
+                    _log.warning(f"rank {self.world.rank}: cannot restore its BN statistics of run "
+                                 f"{self.directory.name} from {local}: {distributed.describe(e)}")
                 flags = np.zeros(self.world.size, np.int32)
                 flags[self.world.rank] = mine is not None
                 bad = hvd.allreduce(tf.constant(flags), op=hvd.Sum, name="resume_restored").numpy()

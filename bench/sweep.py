@@ -38,10 +38,12 @@ import os
 import shlex
 from pathlib import Path
 
-from bench import attempts
+from bench import attempts, log
 from bench.config import ConfigError, RunConfig
 from bench.environment import mpi_size, relaunch_command, under_mpi
 from bench.grid import Sweep, load
+
+_log = log.get("bench.sweep")
 
 
 def check(sweep: Sweep, workers: int) -> None:
@@ -135,7 +137,7 @@ class Group:
     said: set = dataclasses.field(default_factory=set)  # skipped run_ids already reported
 
 
-def claim_next(sweep: Sweep, workers: int, group: Group, say=print):
+def claim_next(sweep: Sweep, workers: int, group: Group, say=_log.info):
     """Claim the next run to train: (cfg, leases.Claim), or (None, None) when none is left. Chief only.
 
     Skipped: runs finished, runs this group took, runs that failed or crashed in this job (any group's
@@ -272,11 +274,11 @@ def _declared(sweep: Sweep, declared: tuple, world, world_rank: int, say) -> boo
     except distributed.PeersSilent as e:
         distributed.abort(str(e))
     if error is not None and world_rank == 0:
-        say(f"error: {error}")
+        _log.error(f"error: {error}")
     return error is None
 
 
-def run(sweep: Sweep, pack: int = 1, say=print, max_crashes: int = attempts.MAX_CRASHES,
+def run(sweep: Sweep, pack: int = 1, say=_log.info, max_crashes: int = attempts.MAX_CRASHES,
         max_failures: int = attempts.MAX_FAILURES, declared: tuple | None = None) -> int:
     """Run the pending runs of ``sweep`` on this MPI allocation (or this one process). Returns #failed.
 
@@ -292,6 +294,7 @@ def run(sweep: Sweep, pack: int = 1, say=print, max_crashes: int = attempts.MAX_
     from bench import distributed, train
 
     world, group, world_rank = _start(pack)
+    log.setup(world_rank, chief=world.is_chief)  # every group's chief shows its runs' progress
     group.max_crashes, group.max_failures = max_crashes, max_failures
     _agreed_check(sweep, world)
     if declared is not None and not _declared(sweep, declared, world, world_rank, say):
@@ -310,7 +313,7 @@ def run(sweep: Sweep, pack: int = 1, say=print, max_crashes: int = attempts.MAX_
                     cfg, held = claim_next(sweep, world.size, group, say)
                     index = -1 if cfg is None else sweep.runs.index(cfg)
                 except Exception as e:  # noqa: BLE001 - the group must hear of it, not wait for a run
-                    say(f"[group {group.index}] error: cannot choose the next run: {distributed.describe(e)}")
+                    _log.error(f"[group {group.index}] error: cannot choose the next run: {distributed.describe(e)}")
                     index, failed = -2, failed + 1
             index = distributed.from_chief(world, index, "the next run")
             if index < 0:
@@ -329,19 +332,20 @@ def run(sweep: Sweep, pack: int = 1, say=print, max_crashes: int = attempts.MAX_
             except Exception as e:  # recorded as failed by train.run, or its results could not be written
                 failed, ok = failed + 1, False
                 if world.is_chief:
-                    say(f"[group {group.index}] failed: {type(e).__name__}: {e}")
+                    _log.error(f"[group {group.index}] failed: {type(e).__name__}: {e}")
             finally:
                 if held is not None:
                     try:
                         held.release()
                     except OSError as e:  # the claim then goes stale; the run's row is what counts
-                        say(f"[group {group.index}] warning: cannot release the claim on {held.run_id}: {e}")
+                        _log.warning(f"[group {group.index}] warning: cannot release the claim on {held.run_id}: {e}")
                     held = None
             keras.backend.clear_session()
             if not ok and world.size > 1 and world.comm is None:
                 if world.is_chief:
-                    say(f"[group {group.index}] under Gloo (horovodrun) Horovod cannot restart after a failed run "
-                        "(no channel outside it to agree on): this invocation ends here; run it again to go on")
+                    _log.warning(f"[group {group.index}] under Gloo (horovodrun) Horovod cannot restart after a failed "
+                                 "run (no channel outside it to agree on): this invocation ends here; run it again "
+                                 "to go on")
                 break
     return failed
 
@@ -408,6 +412,8 @@ def main(args) -> int:
                 str(max_crashes), "--max-failures", str(max_failures)]
         for item in args.overrides:
             argv += ["--set", item]
+        if getattr(args, "log_level", "INFO") != "INFO":
+            argv[1:1] = ["--log-level", args.log_level]
         cmd = relaunch_command(argv, workers, pack)
         print("launching: " + shlex.join(cmd), flush=True)
         os.execvp(cmd[0], cmd)  # replaces this process: its exit code is mpirun's

@@ -22,11 +22,14 @@ from tqdm import tqdm
 
 import optimizers
 from bench import checkpoint, data, distributed, evaluate, faults, intervals, models, precision, results, schedule
+from bench import log as bench_log
 from bench import tensorboard as events_log
 from bench.config import RunConfig
 from bench.distributed import World
 from bench.noise_scale import Smoothed
 from bench.provenance import provenance
+
+_log = bench_log.get("bench.train")
 
 
 def budget_steps(cfg: RunConfig, train_size: int) -> int:
@@ -208,15 +211,28 @@ def run(cfg: RunConfig, world: World | None = None, claim=None, job: str = "") -
     the agreement aborts the job, after the chief has written a ``failed`` row naming it.
     """
     world = world or distributed.init()
+    run_id = cfg.run_id(world.size)  # every rank appends its lines to the attempt's log, on the results folder
+    attempt = results.next_attempt(cfg.results_dir, run_id)
+    with bench_log.attempt_log(cfg.results_dir, run_id, attempt, world.rank) as file:
+        opening = f"run {run_id}: attempt {attempt} on {world.size} worker(s); its log: {file}"
+        return _run(cfg, world, claim, job, opening)
+
+
+def _run(cfg: RunConfig, world: World, claim, job: str, opening: str) -> dict:
+    """``run``, within the attempt's log file; ``opening``: its first line, once the run's input is checked (bad
+    input leaves nothing behind)."""
     faults.set_run(cfg.seed)
     data.check(cfg)
     evaluate.check(cfg, world.size)
     info = data.info(cfg)
     micro, accumulation = distributed.split_batch(cfg.global_batch, world.size, cfg.per_worker_batch)
     steps = budget_steps(cfg, info.train_size)
+    _log.info(opening)
     row = {**new_row(cfg, world, info, micro, accumulation, steps), "job": job}
     measured = measure(cfg, world, info, micro, accumulation, steps, claim.check if claim is not None else None)
     row.update(measured.row())
+    if measured.error is not None:
+        _log.error(f"run {row['run_id']} failed here: {distributed.describe(measured.error)}")
     try:
         failures = distributed.agree(world, measured.error)
     except distributed.PeersSilent as e:
@@ -336,7 +352,7 @@ def _loop(cfg, world, info, parts: Parts, micro, accumulation, steps, start, res
         if parts.checkpoint else 0
     bar = tqdm(total=steps, initial=start, disable=not world.is_chief, unit="step", dynamic_ncols=True,
                desc=f"{cfg.optimizer} B={cfg.global_batch}")
-    say = bar.write if world.is_chief else (lambda _: None)  # tqdm.write prints even when disabled
+    say = _log.info  # the chief's INFO, beside the bar (bench.log writes through tqdm.write)
     events = None
     try:
         if cfg.tensorboard and world.is_chief:  # this attempt's folder, with what a resumed run already logged
@@ -377,7 +393,7 @@ def _loop(cfg, world, info, parts: Parts, micro, accumulation, steps, start, res
                 events.log(m.history[-1])
             if not math.isfinite(loss):
                 m.diverged = True
-                say(f"step {step}: loss is {loss}; the run diverged")
+                _log.warning(f"step {step}: loss is {loss}; the run diverged")
                 break
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{_scalar(lr):.4g}",
                             img_s=f"{cfg.global_batch * block_steps / elapsed:,.0f}", refresh=False)
@@ -433,7 +449,7 @@ def main(args) -> int:
         cfg = replace(cfg, save_model=True)  # one run: its trained model is the point (a sweep's stay off)
     world = distributed.init()
     if world.is_chief:
-        print(f"run {cfg.run_id(world.size)} on {world.size} worker(s): {cfg.to_dict()}", flush=True)
+        _log.info(f"run {cfg.run_id(world.size)} on {world.size} worker(s): {cfg.to_dict()}")
     try:
         row = run(cfg, world)
     except (RunFailed, results.WriteError) as e:  # recorded as a failed run, or its results could not be written

@@ -449,3 +449,29 @@ def test_rows_written_before_a_field_existed_keep_their_run_under_todays_id(tmp_
                                         "hparams": json.dumps(cfg.resolved_hparams())}, [])
     again = results.load_runs(tmp_path / "b")
     assert again.run_id[0] == ids["run_id"] and again.legacy_run_id.isna().all()
+
+
+def test_every_column_a_runs_row_carries_is_in_the_one_schema():
+    """The runs table's columns are written in one place (bench.results.RUN_SCHEMA, issue 26): the rows that
+    bench.train (new_row, with its job and Measured.row) and bench.attempts (crash_row) build name no other, and
+    results/README.md documents every one, so a column added to a row without its schema entry fails here."""
+    import re
+    import types
+
+    from bench import attempts, train
+    from bench.config import RunConfig
+
+    cfg = RunConfig(dataset="synthetic", epochs=1)
+    world = types.SimpleNamespace(size=1, rank=0, is_chief=True)
+    info = types.SimpleNamespace(image_shape=(cfg.synthetic_image_size, cfg.synthetic_image_size, 3),
+                                 train_size=cfg.synthetic_train_size)
+    rows = {"new_row": {**train.new_row(cfg, world, info, cfg.global_batch, 1, 10), "job": "j",
+                        **train.Measured().row()},
+            "crash_row": attempts.crash_row(cfg, 1, {"claimed_at": 0, "host": "h", "job": "j"}, "killed")}
+    for name, written in rows.items():
+        assert not set(written) - set(results.RUN_SCHEMA), (name, sorted(set(written) - set(results.RUN_SCHEMA)))
+    assert len(set(results.RUN_SCHEMA)) == len(results.RUN_SCHEMA)
+    documented = set(re.findall(r"`([a-z_0-9]+)`", (ROOT / "results" / "README.md").read_text()))
+    documented |= {f"{kind}_{what}" for kind in ("model", "dataset")  # the README's "(and model_*, dataset_*)"
+                   for what in ("origin", "reference", "version", "source_hash")}
+    assert not set(results.RUN_SCHEMA) - documented, sorted(set(results.RUN_SCHEMA) - documented)
