@@ -251,10 +251,10 @@ def _start(pack: int):
 
 
 def _declared(sweep: Sweep, declared: tuple, world, world_rank: int, say) -> bool:
-    """``study.json`` written by world rank 0 (bench.grid.declare, ``declared`` = (source, time)) once every check
+    """``study.json`` written by world rank 0 (bench.study.declare, ``declared`` = (source, time)) once every check
     passed, and every rank told before any trains (a bounded wait). False, said once, if it could not be written."""
     from bench import distributed
-    from bench.grid import declare
+    from bench.study import declare
 
     error = None
     if world_rank == 0:

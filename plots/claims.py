@@ -5,7 +5,7 @@ baseline per (global batch, epoch budget, setting), as exploratory comparisons u
 writes ``claims.md`` from that document alone, so the two cannot disagree. Every number comes from the runs
 table and ``paper_reference.csv``; the declaration (``study``: the primary claim, the confirmation seeds, the
 fields optimizers are tuned in) from the sweep file, written to ``study.json`` before the runs trained
-(``bench.grid.declare``).
+(``bench.study.declare``).
 
 Rules (also written into both files):
 
@@ -13,7 +13,7 @@ Rules (also written into both files):
   the seeds of one baseline configuration at one (batch, budget, setting). The *setting* is every field but the
   ones optimizers are tuned in (base_lr, hparams, the sweep's [optimizer_overrides]), as the sweep file says.
 - Roles: every optimizer is a baseline or a method under test (``stats.roles``: the sweep's study.json, which
-  bench.grid wrote from the registry with the [claim] applied; else the rows' ``role``). Every method's
+  bench.study wrote from the registry with the [claim] applied; else the rows' ``role``). Every method's
   configurations are compared with the best baseline, chosen among the claim's ``baselines`` (default: every
   optimizer whose role is baseline).
 - Selection: the best baseline is the baseline configuration with the
@@ -232,7 +232,7 @@ def _adjust(entries: list[dict]) -> int:
 
 
 def study_claim(study: dict | None, prep: pd.DataFrame, roles: dict | None = None) -> dict:
-    """The primary claim's declaration: the study's (bench.grid.declare), else the default: the first method
+    """The primary claim's declaration: the study's (bench.study.declare), else the default: the first method
     under test (by name; NLCG-FR in the paper's folders) against the best baseline at the largest batch, pooled
     over every budget run there, no confirmation seeds. A declaration that leaves keys out takes these defaults
     for them, as a sweep file's [claim] table does."""

@@ -1,4 +1,4 @@
-"""The primary claim: one test, declared before the data (the sweep file's ``[claim]``, bench.grid.declaration),
+"""The primary claim: one test, declared before the data (the sweep file's ``[claim]``, bench.study.declaration),
 at 0.05, with every seed and budget it covers.
 
 At the claim's batch and each of its budgets: the claimed optimizer's configuration and the baseline's are

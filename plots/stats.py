@@ -30,7 +30,7 @@ BASELINE, METHOD = "baseline", "method"  # an optimizer's role in a study (optim
 # Fields a series runs across (a figure's x axis or panels), left out of the labels that tell series apart.
 # ("plugins.optimizer": a plug-in optimizer's reference and version, which go with its name.)
 POINT_FIELDS = ("optimizer", "plugins.optimizer", "global_batch", "epochs", "steps")
-# What optimizers are tuned in when a results folder has no declaration (study.json, bench.grid.declare):
+# What optimizers are tuned in when a results folder has no declaration (study.json, bench.study.declare):
 # the learning rate and (always) the optimizer's own hyperparameters.
 DEFAULT_TUNING = ("base_lr",)
 # training-set sizes, for the steps-per-epoch mapping between a profile and the paper
@@ -89,7 +89,7 @@ def training_fields(row: dict) -> dict:
 
 def roles(runs: pd.DataFrame, study: dict | None = None) -> dict[str, str]:
     """{optimizer: "baseline" or "method"} of every optimizer of ``runs`` (sorted by name): the sweep's
-    declaration (study.json ``roles``, which bench.grid wrote with its [claim] applied), else each optimizer's
+    declaration (study.json ``roles``, which bench.study wrote with its [claim] applied), else each optimizer's
     latest ``role`` column, else, for rows written before rows recorded a role, the role their built-in had
     (bench.results.LEGACY_ROLES); then the declared claim's own override (its optimizer a method, its baselines
     baselines). Nothing here names an optimizer: the roles are the registry's, as recorded."""
@@ -192,7 +192,7 @@ def prepare(runs: pd.DataFrame, tuning: tuple = DEFAULT_TUNING) -> pd.DataFrame:
     """Finished runs with ``config_id``, ``budget`` (epochs), ``diverged`` (status diverged or no top-1),
     ``label`` (what tells its configuration apart from the folder's others) and ``setting`` (the same
     without the fields optimizers are tuned in: ``tuning``, the sweep file's declaration, see
-    ``bench.grid.declare``; every hparams.* field is always one); one row per (configuration, seed), the latest.
+    ``bench.study.declare``; every hparams.* field is always one); one row per (configuration, seed), the latest.
 
     The setting depends on the sweep file only, never on which runs have finished: a field that is the same
     for every optimizer stays part of the setting while one optimizer's runs of it are pending."""

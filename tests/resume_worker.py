@@ -10,13 +10,13 @@ import numpy as np
 from bench import config, distributed, results, train
 
 
-def make_cfg(out: Path, optimizer: str = "nlcg-pr", model: str = "resnet8"):
+def make_cfg(out: Path, optimizer: str = "nlcg-pr", model: str = "resnet8", precision: str = "float32"):
     """``optimizer`` and ``model`` may be plug-ins' (tests/test_plugins.py: examples/plugin's)."""
     return config.make({
         "dataset": "synthetic", "synthetic_image_size": 8, "synthetic_train_size": 512, "synthetic_test_size": 256,
         "width": 4, "global_batch": 64, "per_worker_batch": 32, "steps": 12, "log_every_steps": 1,
         "eval_every_epochs": 0.5, "checkpoint_every_epochs": 0.5, "optimizer": optimizer, "eval_ema": True,
-        "output_dir": str(out), "sweep": "resume", "model": model,
+        "output_dir": str(out), "sweep": "resume", "model": model, "precision": precision,
         **({"model_hparams": {"filters": 4}} if model != "resnet8" else {}),
     })
 
@@ -33,16 +33,17 @@ def failing_at(n):
                 raise RuntimeError("node lost")
             return step(iterator)
 
+        wrapped.loss_scale = step.loss_scale  # mixed_float16's scale, checkpointed with the run
         return wrapped
 
     return make
 
 
-def main(out: str, world=None, optimizer: str = "nlcg-pr", model: str = "resnet8") -> None:
+def main(out: str, world=None, optimizer: str = "nlcg-pr", model: str = "resnet8", precision: str = "float32") -> None:
     world = world or (distributed.init() if "OMPI_COMM_WORLD_SIZE" in os.environ else distributed.World())
     base = Path(out).parent
-    train.run(make_cfg(base / "straight", optimizer, model), world)
-    cfg = make_cfg(base / "resumed", optimizer, model)
+    train.run(make_cfg(base / "straight", optimizer, model, precision), world)
+    cfg = make_cfg(base / "resumed", optimizer, model, precision)
     real = train.make_train_step
     train.make_train_step = failing_at(10)
     try:
@@ -74,5 +75,6 @@ def main(out: str, world=None, optimizer: str = "nlcg-pr", model: str = "resnet8
 
 
 if __name__ == "__main__":
-    named = dict(zip(sys.argv[2::2], sys.argv[3::2], strict=True))  # --optimizer NAME --model NAME
-    main(sys.argv[1], optimizer=named.get("--optimizer", "nlcg-pr"), model=named.get("--model", "resnet8"))
+    named = dict(zip(sys.argv[2::2], sys.argv[3::2], strict=True))  # --optimizer NAME --model NAME --precision P
+    main(sys.argv[1], optimizer=named.get("--optimizer", "nlcg-pr"), model=named.get("--model", "resnet8"),
+         precision=named.get("--precision", "float32"))

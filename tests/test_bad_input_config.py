@@ -348,7 +348,7 @@ def test_identical_repeated_points_are_still_one_run(tmp_path):
 
 
 def test_the_claims_baselines_are_the_reports(tmp_path):
-    """The roles a sweep declares (bench.grid, from the registry) are the ones the report reads (plots.stats)."""
+    """The roles a sweep declares (bench.study, from the registry) are the ones the report reads (plots.stats)."""
     import pandas as pd
 
     from plots import stats

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from bench import grid
+from bench import grid, study
 from bench.config import ConfigError
 from plots import claims, figures, inference, stats
 from test_plots import _history, _seeds
@@ -186,12 +186,13 @@ def test_the_declaration_is_read_from_the_sweep_file_and_checked(tmp_path):
 
 def test_declare_writes_study_json_once_and_keeps_a_changed_declaration_visible(tmp_path):
     first = grid.load(_sweep_file(tmp_path, ""))
-    path = grid.declare(first, "s.toml", "2026-01-01T00:00:00+00:00")
+    path = study.declare(first, "s.toml", "2026-01-01T00:00:00+00:00")
     doc = json.loads(path.read_text())
     assert doc["claim"]["global_batch"] == 1024 and doc["declared_at"].startswith("2026-01-01")
-    grid.declare(first, "s.toml", "2026-02-02T00:00:00+00:00")  # same declaration: the first time stays
+    study.declare(first, "s.toml", "2026-02-02T00:00:00+00:00")  # same declaration: the first time stays
     assert json.loads(path.read_text())["declared_at"].startswith("2026-01-01")
-    grid.declare(grid.load(_sweep_file(tmp_path, "[claim]\nglobal_batch = 256")), "s.toml", "2026-03-03T00:00:00+00:00")
+    redeclared = grid.load(_sweep_file(tmp_path, "[claim]\nglobal_batch = 256"))
+    study.declare(redeclared, "s.toml", "2026-03-03T00:00:00+00:00")
     doc = json.loads(path.read_text())
     assert doc["claim"]["global_batch"] == 256 and doc["previous"][0]["claim"]["global_batch"] == 1024
 

@@ -465,3 +465,50 @@ def test_a_plugin_optimizer_resumes_from_its_checkpoint_exactly(example, tmp_pat
         weights = [name for name in f["slots"] if name.startswith("optimizer/_trainable_variables/")]
         assert len(slots) >= len(weights) > 0, list(f["slots"])  # a momentum per weight (and the iterations)
         np.testing.assert_array_equal(f["resumed"], f["straight"])
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_a_plugin_resumes_exactly_on_two_workers_under_mixed_float16(example, tmp_path):
+    """The same failure and resume on 2 workers (mpirun), the example's optimizer and model in mixed_float16:
+    the dynamic loss scale and sign momentum's slots come back from the checkpoint on both ranks, and the run
+    that failed at step 10 logs exactly the numbers (loss scale and skipped steps included) of the one that
+    never stopped."""
+    from conftest import mpirun
+
+    p = subprocess.run(mpirun(2, str(ROOT / "tests" / "resume_worker.py"), str(tmp_path / "out.npz"),
+                              "--optimizer", NAMES["optimizer"], "--model", NAMES["model"],
+                              "--precision", "mixed_float16"),
+                       cwd=ROOT, capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    import numpy as np
+
+    with np.load(tmp_path / "out.npz") as f:
+        assert list(f["statuses"]) == ["failed", "complete"] and list(f["resumed_from"]) == [0, 8]
+        columns = list(f["columns"])
+        assert "loss_scale" in columns and "step_skipped" in columns, columns
+        assert any(name.startswith("optimizer/_variables/") for name in f["slots"]), list(f["slots"])
+        np.testing.assert_array_equal(f["resumed"], f["straight"])
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_the_example_trains_under_horovodrun_in_mixed_bfloat16(example, tmp_path):
+    """``horovodrun --gloo -np 2``: every rank resolves the example's entry points; the run is a plug-in's row
+    of 2 workers, in bfloat16 with float32 logits, the optimizer's version recorded."""
+    from bench.results import load_runs
+
+    hvdrun = shutil.which("horovodrun", path=os.path.dirname(PYTHON))
+    env = {**os.environ, "PATH": f"{os.path.dirname(PYTHON)}:{os.environ['PATH']}"}
+    p = subprocess.run([hvdrun, "--gloo", "-np", "2", PYTHON, "-m", "bench", "train", *TINY, "--set",
+                        "precision=mixed_bfloat16", "--set", f"output_dir={tmp_path}", "--set", "sweep=hvd"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    row = load_runs(tmp_path / "hvd").iloc[0]
+    version = importlib.metadata.version("nlcg-bench-example")
+    assert (row.status, row.workers, json.loads(row.config)["precision"], row.optimizer, row.model, row.dataset) == (
+        "complete", 2, "mixed_bfloat16", *NAMES.values())
+    assert (row.optimizer_origin, row.optimizer_version) == ("entry point", version), row.to_dict()

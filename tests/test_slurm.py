@@ -147,3 +147,26 @@ def test_a_job_array_shares_one_sweep_and_trains_every_run_once(slurm, tmp_path)
         assert (task["JobState"], task["ExitCode"]) == ("COMPLETED", "0:0"), log[-3000:]
         assert "running: srun --mpi=pmix" in log and "4 runs, 4 done, 0 to run on 1 group(s) of 2" in log, log
         assert len(load_runs(tmp_path / "results" / "toy")) == 4
+
+
+@requires_horovod
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_a_plugin_optimizer_by_reference_trains_on_every_rank_of_a_job(slurm, tmp_path):
+    """A user's optimizer as "module:attribute" from a folder on PYTHONPATH, not installed: sbatch passes the
+    submitting shell's environment on (its default, --export=ALL), the sweep's mpirun re-launch exports
+    PYTHONPATH, so both ranks import it; the row records the reference and its source hash."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(ROOT / "examples" / "plugin" / "nlcg_bench_example" / "optim.py", folder / "my_signum.py")
+    path = tmp_path / "mine.toml"
+    path.write_text(f'output_dir = "{tmp_path}/results"\n{TINY}\nsteps = 4\noptimizer = "my_signum:SignMomentum"\n'
+                    "[grid]\nseed = [0, 1]\n")
+    env = {**slurm, "PYTHONPATH": str(folder)}
+    job = _sbatch(env, "-n", "2", "-o", f"{tmp_path}/mine-%j.out", str(SBATCH), str(path))
+    (task,) = _wait(env, job, tmp_path)
+    log = (tmp_path / f"mine-{job}.out").read_text()
+    assert (task["JobState"], task["ExitCode"]) == ("COMPLETED", "0:0"), log[-3000:]
+    runs = load_runs(tmp_path / "results" / "mine")
+    assert sorted(runs.seed) == [0, 1] and (runs.status == "complete").all() and (runs.workers == 2).all()
+    assert set(runs.optimizer) == {"my_signum:SignMomentum"} and set(runs.optimizer_origin) == {"reference"}
