@@ -43,7 +43,7 @@ PAPER_STUDY_OF = {"cifar10": "cifar100", "cifar100": "cifar100", "imagenet": "im
 paper_gains = claims_mod.paper_gains
 FIGURES = {**figures.FIGURES, **critical_batch.FIGURES}  # every figure a results folder gets
 TARGET_FIGURES = ("steps_to_target", "critical_batch")  # drawn at the one target the claims read (``asked_target``)
-# study.json as bench.grid.declare writes it: key -> (the types it may hold, required)
+# study.json as bench.study.declare writes it: key -> (the types it may hold, required)
 STUDY_KEYS = {"sweep": ((str,), False), "source": ((str,), False), "claim": ((dict, type(None)), True),
               "tuning_fields": ((list,), True), "declared_at": ((str, type(None)), False),
               "previous": ((list,), False), "target_top1": ((int, float), False), "roles": ((dict,), False)}
@@ -87,10 +87,10 @@ def _is(value, types: tuple) -> bool:
 
 
 def check_study(path: Path, doc) -> dict:
-    """``doc`` (study.json's JSON) if it has the shape bench.grid.declare writes; else ConfigError, one line
+    """``doc`` (study.json's JSON) if it has the shape bench.study.declare writes; else ConfigError, one line
     naming the file, the key and what is valid. Why strict: the report reads the primary claim, the tuning fields
     and the target from it, and a claim read from a damaged file would be a different claim, not an error."""
-    valid = "valid: the object bench sweep writes before its runs (bench.grid.declare); run the sweep again to " \
+    valid = "valid: the object bench sweep writes before its runs (bench.study.declare); run the sweep again to " \
             "rewrite it (finished runs are skipped)"
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a JSON {type(doc).__name__}, not an object with claim and tuning_fields; {valid}")
@@ -137,7 +137,7 @@ def study(results_dir: Path) -> dict | None:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); valid: the "
-                              "object bench sweep writes before its runs (bench.grid.declare); run the sweep again "
+                              "object bench sweep writes before its runs (bench.study.declare); run the sweep again "
                               "to rewrite it (finished runs are skipped)") from None
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
