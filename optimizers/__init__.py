@@ -121,6 +121,9 @@ def _defaults(fn, only: tuple[str, ...] | None = None) -> dict:
 BASELINE, METHOD = "baseline", "method"
 ROLES = (BASELINE, METHOD)  # what an optimizer is in a study: a baseline, or a method under test
 ROLE_ATTRIBUTE = "bench_role"  # a plug-in's factory (or class) may say its role: bench_role = "baseline"
+# bench perf's default sets of optimizers (bench/perf), each within the next: --json --quick's table, --json's (the
+# default study's optimizers), the table without --json. An entry's ``perf`` names the smallest it is in.
+PERF_SETS = ("quick", "study", "table")
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,10 @@ class Entry:
     plugin: where a plug-in comes from (bench.components.Plugin: origin, reference, distribution, version,
       source hash); None for a built-in.
     rules: a plug-in's hyperparameter rules (built-ins': HPARAM_RULES).
+    perf: the smallest of ``bench perf``'s default sets (PERF_SETS) the optimizer is in; "" for none (a plug-in's
+      is ""): ``bench perf --optimizers NAME`` benchmarks any optimizer, these are only the defaults.
+    perf_rank: its place in those sets (``perf_set``'s order; ``perf_table`` puts the reference and the methods
+      first); unique among the entries with a ``perf``.
     """
 
     factory: Callable[..., keras.optimizers.Optimizer]
@@ -147,6 +154,8 @@ class Entry:
     fixed: dict = field(default_factory=dict)
     plugin: object = None
     rules: dict | None = None
+    perf: str = ""
+    perf_rank: int = 0
 
     @property
     def origin(self) -> str:
@@ -157,18 +166,21 @@ class Entry:
 # name -> Entry. The README's table is this dict (tests/test_registry.py).
 REGISTRY: dict[str, Entry] = {
     "sgd": Entry(_sgd, _defaults(_sgd), "plain SGD, the paper's weakest baseline"),
-    "momentum": Entry(_momentum, _defaults(_momentum), "docs/nlcg.md s4 (authors' CIFAR code)"),
-    "rmsprop": Entry(_rmsprop, _defaults(_rmsprop), "docs/nlcg.md s4 (authors' CIFAR code)"),
-    "lamb": Entry(_lamb, _defaults(_lamb), "Keras defaults (You et al. 2019)"),
+    "momentum": Entry(_momentum, _defaults(_momentum), "docs/nlcg.md s4 (authors' CIFAR code)",
+                      perf="quick", perf_rank=1),
+    "rmsprop": Entry(_rmsprop, _defaults(_rmsprop), "docs/nlcg.md s4 (authors' CIFAR code)", perf="study",
+                     perf_rank=2),
+    "lamb": Entry(_lamb, _defaults(_lamb), "Keras defaults (You et al. 2019)", perf="table", perf_rank=6),
     "nlcg-fr": Entry(_nlcg("fr"), _defaults(NLCG), "docs/nlcg.md s2-3 (authors' code: FR, BFGS, step line search)",
-                     METHOD),
+                     METHOD, perf="quick", perf_rank=3),
     "nlcg-pr": Entry(_nlcg("pr"), _defaults(NLCG), "docs/nlcg.md s2-3 (authors' code, Polak-Ribiere rule)",
-                     METHOD),
+                     METHOD, perf="study", perf_rank=4),
     "lars": Entry(
         _lars,
         # not epsilon: it was never a registry default, and the defaults are part of every run id
         _defaults(LARS, only=("momentum", "eta", "weight_decay")),
         "You et al. 2017 (eta 0.001, momentum 0.9); weight decay 0: the harness puts L2 in the loss",
+        perf="table", perf_rank=5,
     ),
     # The baselines Nado et al. 2021 (arXiv 2102.06356) find to match LARS and LAMB at large batch once tuned:
     # Keras's own optimizers, at Keras's defaults unless the paper's baseline is defined by one
@@ -399,6 +411,40 @@ def names() -> list[str]:
 def role(name: str) -> str:
     """``baseline`` or ``method``: the registry's role of optimizer ``name`` (a plug-in's: ``entry``)."""
     return entry(name).role
+
+
+# ---- bench perf's defaults: which built-ins it times unless --optimizers names others ------------------------------
+
+
+def perf_set(kind: str) -> list[str]:
+    """The built-ins in ``bench perf``'s default set ``kind`` (PERF_SETS: ``quick``, ``study`` or ``table``, each
+    within the next), in ``perf_rank`` order: the study's baselines, its methods, then the table's others
+    (momentum, rmsprop, nlcg-fr, nlcg-pr, lars, lamb). bench.json's ``opt.apply`` table on ResNet-50 times
+    ``study`` (``--quick``) or ``table``, and ``bench project`` projects ``table`` by default."""
+    if kind not in PERF_SETS:
+        raise ValueError(f"perf set {kind!r} is unknown; valid: {', '.join(PERF_SETS)}")
+    within = PERF_SETS[: PERF_SETS.index(kind) + 1]
+    return sorted((n for n, e in REGISTRY.items() if e.perf in within), key=lambda n: REGISTRY[n].perf_rank)
+
+
+def perf_reference() -> str:
+    """The optimizer every step-time ratio of ``bench perf`` is over (the first row of its table): the first
+    baseline of the ``quick`` set (momentum)."""
+    return next(n for n in perf_set("quick") if REGISTRY[n].role == BASELINE)
+
+
+def perf_method() -> str:
+    """The method under test that bench.json's ``nlcg_vs_momentum_step`` puts over ``perf_reference``: the first
+    method of the ``quick`` set (nlcg-fr), which is also the study's first."""
+    return next(n for n in perf_set("quick") if REGISTRY[n].role == METHOD)
+
+
+def perf_table(kind: str) -> list[str]:
+    """``perf_set(kind)`` in the order of ``bench perf``'s step-time table: the reference first (every ratio is
+    over it), then the methods, then the other baselines, each group in ``perf_rank`` order (table:
+    momentum, nlcg-fr, nlcg-pr, rmsprop, lars, lamb)."""
+    reference = perf_reference()
+    return sorted(perf_set(kind), key=lambda n: (n != reference, REGISTRY[n].role != METHOD, REGISTRY[n].perf_rank))
 
 
 # ---- plug-ins: an entry point of group nlcg_bench.optimizers, or "package.module:attribute" ---------------------

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from test_plugins import example  # noqa: F401 - the fixture: examples/plugin installed, never skipped
 
 from bench.config import ConfigError, RunConfig
 from bench.perf import flops, projection, ratios
@@ -121,6 +122,40 @@ def test_perf_json_refuses_to_run_under_mpi(monkeypatch):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="outside mpirun"):
         bench_json.bench(RunConfig(global_batch=256), ["momentum"])
+
+
+# ------------------------------------------------------------------------------------------ which optimizers
+def test_defaults_are_the_registrys_perf_sets_and_the_lists_bench_perf_held():
+    from test_registry import FORMER_APPLY, FORMER_JSON, FORMER_QUICK, FORMER_TABLE
+
+    from bench import perf
+    from bench.perf import bench_json
+
+    assert perf.default_optimizers() == FORMER_TABLE
+    assert perf.default_optimizers(json=True) == FORMER_JSON
+    assert perf.default_optimizers(json=True, quick=True) == FORMER_QUICK
+    assert projection.default_optimizers() == FORMER_APPLY
+    # nlcg_vs_momentum_step's two sides first, always; the others in the order given
+    assert bench_json.table_names(FORMER_JSON) == FORMER_JSON
+    assert bench_json.table_names(["rmsprop", "nlcg-fr", "adam"]) == ["momentum", "nlcg-fr", "rmsprop", "adam"]
+
+
+@pytest.mark.usefixtures("example")
+def test_perf_times_a_plugin_by_entry_point_and_by_reference(tmp_path):
+    from bench.perf.optimizer_table import check_names
+
+    out = tmp_path / "perf.csv"
+    names = ["momentum", "sign-momentum", "nlcg_bench_example.optim:SignMomentum"]
+    check_names(names)
+    with pytest.raises(ConfigError, match="adamx"):
+        check_names(["adamx"])
+    p = run_cli(["perf", *TINY, "--set", "global_batch=64", "--optimizers", ",".join(names), "--steps", "2",
+                 "--rounds", "2", "--out", str(out)], timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert list(table.optimizer) == names and (table.step_ms > 0).all() and table.step_ratio[0] == 1.0
 
 
 # ------------------------------------------------------------------------------------------ projection

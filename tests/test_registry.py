@@ -1,5 +1,6 @@
 """The optimizer registry against its documentation: README's table is the registry, row for row."""
 
+import itertools
 import re
 from pathlib import Path
 
@@ -230,3 +231,33 @@ def test_the_cli_refuses_bad_hyperparameters_in_one_line_with_exit_code_2(sets, 
     proc = run_cli(["train", *(a for s in sets for a in ("--set", s))], timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and fragment in proc.stderr, proc.stderr
+
+
+# ---- bench perf's default sets: on the registry, as bench/perf listed them before (issue 26) ----
+
+# the lists bench/perf held before they moved to the registry, literally: the independent reference
+FORMER_TABLE = ["momentum", "nlcg-fr", "nlcg-pr", "rmsprop", "lars", "lamb"]  # bench perf (the first: baseline)
+FORMER_JSON = ["momentum", "nlcg-fr", "nlcg-pr", "rmsprop"]  # bench perf --json
+FORMER_QUICK = ["momentum", "nlcg-fr"]  # bench perf --json --quick, and the children's default
+FORMER_APPLY = ["momentum", "rmsprop", "nlcg-fr", "nlcg-pr", "lars", "lamb"]  # opt.apply on ResNet-50, bench project
+
+
+def test_perf_sets_are_the_lists_bench_perf_held():
+    assert optimizers.perf_table("table") == FORMER_TABLE
+    assert optimizers.perf_table("study") == FORMER_JSON
+    assert optimizers.perf_table("quick") == FORMER_QUICK
+    assert optimizers.perf_set("table") == FORMER_APPLY
+    assert optimizers.perf_set("study") == FORMER_APPLY[:4]  # --quick's opt.apply table
+    assert (optimizers.perf_reference(), optimizers.perf_method()) == ("momentum", "nlcg-fr")
+
+
+def test_perf_sets_nest_and_ranks_are_unique():
+    sets = [set(optimizers.perf_set(kind)) for kind in optimizers.PERF_SETS]
+    assert all(small < big for small, big in itertools.pairwise(sets))
+    ranked = [e.perf_rank for e in optimizers.REGISTRY.values() if e.perf]
+    assert len(set(ranked)) == len(ranked) and min(ranked) > 0
+    assert all(e.perf in ("", *optimizers.PERF_SETS) for e in optimizers.REGISTRY.values())
+    assert optimizers.role(optimizers.perf_reference()) == "baseline"
+    assert optimizers.role(optimizers.perf_method()) == "method"
+    with pytest.raises(ValueError, match=r"perf set 'all' is unknown; valid: quick, study, table"):
+        optimizers.perf_set("all")

@@ -62,9 +62,11 @@ entry):
 - ``scaling_2_workers`` >= 1.15: images/s of ``mpirun -np 2`` (each its share of the cores, from
   bench.distributed.init) over ``mpirun -np 1`` (every core; twice the micro-batch, same accumulation) at
   the same global batch, child processes alternated over rounds (``children``).
-- ``nlcg_vs_momentum_step`` <= 1.05: NLCG-FR's step time over Momentum's (means of the same rounds, paired),
-  from the per-optimizer table, run on 2 workers (the default study's set-up) and stored in full under
-  ``optimizers`` (by default the study's momentum, nlcg-fr, nlcg-pr, rmsprop; ``--optimizers`` adds others).
+- ``nlcg_vs_momentum_step`` <= 1.05: NLCG-FR's step time over Momentum's (means of the same rounds, paired;
+  the registry's ``optimizers.perf_method()`` over ``optimizers.perf_reference()``), from the per-optimizer
+  table, run on 2 workers (the default study's set-up) and stored in full under ``optimizers`` (by default
+  the study's momentum, nlcg-fr, nlcg-pr, rmsprop: the registry's perf set ``study``; ``--optimizers`` adds
+  others, built-ins or plug-ins).
 - ``accumulation_memory`` <= 1.2: the step's own peak memory at global batch 98304 over the one at 512,
   micro-batches of 256, each in its own process: the peak resident set during ONE step (VmHWM, reset just
   before the step through /proc/self/clear_refs) minus the resident set before it, so the process's
@@ -93,7 +95,8 @@ measured model), ``optimizer_apply_resnet50`` (``opt.apply`` of each optimizer o
 parameters, with its 95 % interval over rounds: what ``bench project`` reads) and the sizes used
 (``bench_json.FULL``: about 7-10 minutes on 2 cores). ``--quick`` runs every entry at reduced sizes
 (``bench_json.QUICK``: fewer rounds and steps, batch 8192 for the memory entry, momentum and nlcg-fr only in
-the table, the four study optimizers on ResNet-50) to check the machinery, not the speed. Child
+the table, the four study optimizers on ResNet-50: the registry's perf sets ``quick`` and ``study``,
+``optimizers.perf_set``) to check the machinery, not the speed. Child
 processes start as ``python -m bench.perf.children`` through the harness's own launch line
 (``bench.environment.relaunch_command``), so launcher and thread settings of the harness apply to them too.
 
@@ -103,9 +106,15 @@ sets up its environment, so the modules here are imported inside ``main``.
 
 from __future__ import annotations
 
-OPTIMIZERS = "momentum,nlcg-fr,nlcg-pr,rmsprop,lars,lamb"  # the table's default; the first is the baseline
-JSON_OPTIMIZERS = "momentum,nlcg-fr,nlcg-pr,rmsprop"  # --json: the default study's four (and bench project's)
-QUICK_OPTIMIZERS = "momentum,nlcg-fr"
+
+def default_optimizers(json: bool = False, quick: bool = False) -> list[str]:
+    """The optimizers ``bench perf`` times without ``--optimizers``: the registry's perf sets
+    (optimizers.perf_table; the first is the reference of the ratios): ``table`` (momentum, nlcg-fr, nlcg-pr,
+    rmsprop, lars, lamb), with ``--json`` ``study`` (the default study's four), with ``--json --quick``
+    ``quick`` (momentum, nlcg-fr)."""
+    import optimizers  # heavy (imports keras): not at this package's import
+
+    return optimizers.perf_table("quick" if json and quick else "study" if json else "table")
 
 
 def add_arguments(p) -> None:
@@ -114,9 +123,9 @@ def add_arguments(p) -> None:
                    "Fashion-MNIST, global batch 256)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--optimizers", default=None,
-                   help="comma-separated registry names; the first is the baseline "
-                   "(default momentum,nlcg-fr,nlcg-pr,rmsprop,lars,lamb; --json: the first four; "
-                   "--json --quick: momentum,nlcg-fr)")
+                   help="comma-separated optimizer names: built-ins, plug-ins' entry-point names or "
+                   "package.module:attribute; the first is the baseline (default: the registry's perf set "
+                   "'table', optimizers.perf_table; --json: 'study'; --json --quick: 'quick')")
     p.add_argument("--steps", type=int, default=10, help="timed steps per optimizer per round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     p.add_argument("--out", help="also write the table to this CSV file")
@@ -137,8 +146,8 @@ def main(args) -> int:
     if args.json:
         from bench.perf import bench_json
 
-        names = args.optimizers or (QUICK_OPTIMIZERS if args.quick else JSON_OPTIMIZERS)
-        doc = bench_json.bench(cfg, names.split(","), quick=args.quick)
+        names = args.optimizers.split(",") if args.optimizers else default_optimizers(json=True, quick=args.quick)
+        doc = bench_json.bench(cfg, names, quick=args.quick)
         print(bench_json.report(doc), flush=True)
         print(f"-> {bench_json.write(doc, args.json)}", flush=True)
         return 0
@@ -148,7 +157,8 @@ def main(args) -> int:
     from bench.perf import optimizer_table
 
     world = distributed.init()
-    table = optimizer_table.run(cfg, (args.optimizers or OPTIMIZERS).split(","), args.steps, args.rounds, world)
+    names = args.optimizers.split(",") if args.optimizers else default_optimizers()
+    table = optimizer_table.run(cfg, names, args.steps, args.rounds, world)
     if world.is_chief:
         with pd.option_context("display.width", 200, "display.max_columns", 30):
             print(table.round(3).to_string(index=False))

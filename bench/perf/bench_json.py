@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import optimizers
 from bench import data, distributed, environment, intervals
 from bench.config import ConfigError, RunConfig
 from bench.perf import children, in_process
@@ -67,13 +68,21 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def table_names(names: list[str]) -> list[str]:
+    """The per-optimizer table's optimizers for ``names``: the two sides of ``nlcg_vs_momentum_step`` first,
+    always (the registry's ``perf_reference``, the baseline every ratio is over, and ``perf_method``:
+    momentum, nlcg-fr), then the others of ``names`` in their order."""
+    pair = [optimizers.perf_reference(), optimizers.perf_method()]
+    return [*pair, *[n for n in dict.fromkeys(names) if n not in pair]]
+
+
 def bench(cfg: RunConfig, names: list[str], quick: bool = False) -> dict:
     """Measure every entry of bench.json on the workload of ``cfg`` (see bench.perf's docstring), the
-    per-optimizer table on ``names`` (momentum and nlcg-fr first, always); returns the document (non-finite
-    numbers as None). Must run outside MPI: it launches its own workers."""
+    per-optimizer table on ``table_names(names)``; returns the document (non-finite numbers as None). Must
+    run outside MPI: it launches its own workers."""
     if environment.under_mpi():
         raise ConfigError("perf --json launches its own workers (mpirun -np 1 and 2); run it outside mpirun")
-    names = ["momentum", "nlcg-fr", *[n for n in names if n not in ("momentum", "nlcg-fr")]]
+    names = table_names(names)
     check_names(names)
     doc, seconds = call(_measure, cfg, names, quick)
     doc["duration_s"] = seconds
@@ -105,8 +114,7 @@ def _measure(cfg: RunConfig, names: list[str], quick: bool) -> dict:
                                                                       STUDY["per_worker_batch"]), extras=False)
     doc["study_workload"] = study_cfg.to_dict()
     applied = phase("optimizer apply on ResNet-50", in_process.optimizer_apply,
-                    in_process.APPLY_OPTIMIZERS[:4] if quick else in_process.APPLY_OPTIMIZERS,
-                    sizes["apply_rounds"], sizes["apply_steps"])
+                    optimizers.perf_set("study" if quick else "table"), sizes["apply_rounds"], sizes["apply_steps"])
     import horovod.tensorflow as hvd
 
     hvd.shutdown()  # Horovod: this process's background thread stays off the cores while children run
@@ -208,7 +216,8 @@ def entries(local: dict, scale: dict, memory: list[dict], table: list[dict], stu
         return side(f"{name} step on {r['workers']} workers (a sample: one round's mean)", "ms", r["round_ms"],
                     apply_ms=r["apply_ms"], steps_per_round=r["samples"] // r["rounds"])
 
-    out["nlcg_vs_momentum_step"] = entry(optimizer_side("nlcg-fr"), optimizer_side("momentum"),
+    out["nlcg_vs_momentum_step"] = entry(optimizer_side(optimizers.perf_method()),
+                                         optimizer_side(optimizers.perf_reference()),
                                          **target("nlcg_vs_momentum_step"), paired=True,
                                          note="the table's rounds rotate which optimizer goes first")
     big, small = max(memory, key=lambda m: m["global_batch"]), min(memory, key=lambda m: m["global_batch"])

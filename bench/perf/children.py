@@ -162,7 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=WARMUP_STEPS)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--optimizers", default="momentum,nlcg-fr")
+    p.add_argument("--optimizers", default=None, help="optimizers: comma-separated names (default: the "
+                   "registry's perf set 'quick', optimizers.perf_table)")
     p.add_argument("--no-sync", action="store_true", help="throughput: every rank alone, no collective per step")
     p.add_argument("--no-horovod", action="store_true", help="a plain process: no Horovod, a world of one")
     args = p.parse_args(argv)
@@ -176,9 +177,11 @@ def main(argv=None) -> int:
     elif args.mode == "memory":
         out = _memory(cfg, world)
     else:
+        import optimizers
         from bench.perf.optimizer_table import run
 
-        out = {"rows": run(cfg, args.optimizers.split(","), args.steps, args.rounds, world).to_dict(orient="records")}
+        names = args.optimizers.split(",") if args.optimizers else optimizers.perf_table("quick")
+        out = {"rows": run(cfg, names, args.steps, args.rounds, world).to_dict(orient="records")}
     if world.is_chief:
         print(f"{MARKER} {json.dumps(out)}", flush=True)
     return 0

@@ -64,8 +64,16 @@ GRADIENT_BYTES = {"none": 4, "fp16": 2}  # bytes per gradient on the wire, by al
 V100_MEMORY_GBS = 900.0  # HBM2, NVIDIA Tesla V100 whitepaper
 BANDWIDTH_GBPS, LATENCY_US = 100.0, 5.0  # InfiniBand EDR
 GPUS = (64, 128, 256, 512, 1024)
-OPTIMIZERS = ("momentum", "rmsprop", "nlcg-fr", "nlcg-pr", "lars", "lamb")
 NAME = "projected_wall_time"
+
+
+def default_optimizers() -> list[str]:
+    """What ``bench project`` projects without ``--optimizers``: the registry's perf set ``table``
+    (optimizers.perf_set: momentum, rmsprop, nlcg-fr, nlcg-pr, lars, lamb), those whose ``opt.apply`` bench
+    perf --json measures on ResNet-50."""
+    import optimizers  # heavy (imports keras): only when --optimizers is not given
+
+    return optimizers.perf_set("table")
 
 
 def ring_allreduce_s(nbytes: float, workers: int, bandwidth_bytes_per_s: float, latency_s: float) -> float:
@@ -147,7 +155,8 @@ def add_arguments(p) -> None:
     p.add_argument("--optimizer-speedup", type=float, default=None,
                    help="GPU / this CPU speed of an optimizer step (default: 900 GB/s over the measured "
                    "memory bandwidth in bench.json)")
-    p.add_argument("--optimizers", default="momentum,rmsprop,nlcg-fr,nlcg-pr,lars,lamb", help="optimizers to project")
+    p.add_argument("--optimizers", default=None, help="comma-separated optimizers to project (default: the "
+                   "registry's perf set 'table', optimizers.perf_set, as bench perf --json times them)")
     p.add_argument("--out", default="figures/projection", help="output folder")
 
 
@@ -165,7 +174,7 @@ def write_projection(args) -> list[Path]:
         raise ConfigError(f"--bench {str(path)!r} does not exist; write it with python -m bench perf --json {path}")
     bench = json.loads(path.read_text())
     per_param = per_parameter_apply_s(bench)
-    wanted = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    wanted = [o.strip() for o in args.optimizers.split(",") if o.strip()] if args.optimizers else default_optimizers()
     missing = [o for o in wanted if o not in per_param]
     per_param = {o: per_param[o] for o in wanted if o in per_param}
     if not per_param:
