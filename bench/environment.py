@@ -8,6 +8,8 @@ Variables of the harness's own (the user may set any of them):
 - ``BENCH_CLAIM_LEASE_S``: seconds without a heartbeat after which a run's claim is stale (bench.leases).
 - ``BENCH_PEER_TIMEOUT_S``: how long a rank waits for a peer outside Horovod (bench.distributed).
 - ``BENCH_FAULT``: a fault to inject, for the fault tests (bench.faults).
+- ``BENCH_REUSE_COMPILED``: ``0`` makes every run of a process build and trace its own train step (by default a
+  run reuses an earlier run's of the same shape, reset: bench.train.Compiled).
 - ``CIFAR_DIR``, ``IMAGENET_DIR``: where the data sets are when a config's ``data_dir`` is empty (each
   data set's ``data_variable`` in bench.datasets; read with ``get``).
 Variables of the libraries, set as defaults (the user's values win): TensorFlow's thread pools and log
@@ -25,6 +27,7 @@ THREADS_SET_BY = "BENCH_THREADS_SET_BY"
 CLAIM_LEASE = "BENCH_CLAIM_LEASE_S"
 PEER_TIMEOUT = "BENCH_PEER_TIMEOUT_S"
 FAULT = "BENCH_FAULT"
+REUSE_COMPILED = "BENCH_REUSE_COMPILED"
 
 
 def get(name: str, environ=os.environ) -> str:

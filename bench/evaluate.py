@@ -180,20 +180,26 @@ def save_model(model, path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def make_evaluator(cfg: RunConfig, model, world: World, num_classes: int, ema_weights=()):
+def make_functions(model, world: World, num_classes: int, bn_eval: str):
+    """The traced parts of an evaluation of ``model``: (eval_step, PreciseBN's population function or None). A
+    later run of the same shape in the same process evaluates with them again (bench.train.Compiled)."""
+    precise = make_precise_bn(model, world) if bn_eval == "precise" and batchnorm_layers(model) else None
+    return make_eval_step(model, num_classes), precise
+
+
+def make_evaluator(cfg: RunConfig, model, world: World, num_classes: int, ema_weights=(), functions=None):
     """A function(save_to=None) -> {"top1", "top5", "eval_loss"[, "val_top1"]} evaluating the current weights (the
     EMA weights when ``cfg.eval_ema``), with BatchNorm statistics per ``cfg.bn_eval``; ``save_to`` (a ``.keras``
     path; the caller's rank only) keeps the model exactly as it was measured (``save_model``). The model is left
-    as it was found."""
-    eval_step = make_eval_step(model, num_classes)
+    as it was found. ``functions``: ``make_functions``' of this model, when they exist already; the data are
+    this run's either way."""
+    eval_step, precise = functions or make_functions(model, world, num_classes, cfg.bn_eval)
     test = data.eval_dataset(cfg, workers=world.size, rank=world.rank, batch=cfg.eval_batch)
     val = (data.eval_dataset(cfg, workers=world.size, rank=world.rank, batch=cfg.eval_batch, split="validation")
            if cfg.validation_size else None)
     layers = batchnorm_layers(model)
     moving = [v for layer in layers for v in (layer.moving_mean, layer.moving_variance)]
-    precise = None
-    if cfg.bn_eval == "precise" and layers:
-        precise = make_precise_bn(model, world)
+    if precise is not None:
         bn_data = data.precise_bn_dataset(cfg, workers=world.size, rank=world.rank,
                                           batch=min(cfg.per_worker_batch, cfg.precise_bn_batch))
 

@@ -198,13 +198,33 @@ def check(name: str, input_shape, num_classes: int, model_hparams: dict | None =
                           "set bn_eval = 'moving' (or build it with keras.Input ... keras.Model(inputs, logits))")
 
 
-def seeded(cfg, info) -> keras.Model:
+def seeded(cfg, info, keep_kernel_cache: bool = False) -> keras.Model:
     """Keras' random state seeded with the run's seed (Python, NumPy and TensorFlow), then the run's model for
     the data set ``info`` (bench.data.DatasetInfo) describes: the one way every part of the harness builds
-    the model a config names, so that the same seed always gives the same initial weights."""
-    keras.utils.set_random_seed(cfg.seed)
+    the model a config names, so that the same seed always gives the same initial weights.
+
+    ``keep_kernel_cache``: seed without clearing TensorFlow's eager kernel cache, which ``tf.random.set_seed``
+    does so that a stateful random op run eagerly before starts its sequence again; the clearing also drops every
+    instantiated tf.function, and a kept train step (bench.train.Compiled) then pays ~1 s of graph optimisation
+    again. Only for what draws no stateful eager random number: the built-in models (Keras initialisers draw
+    from keras.random's stateless ops) and the harness's data pipelines (stateless, keyed by the seed)."""
+    with _kernel_cache_kept() if keep_kernel_cache else contextlib.nullcontext():
+        keras.utils.set_random_seed(cfg.seed)
     return build(cfg.model, info.image_shape, info.num_classes, cfg.width, cfg.bn_momentum, cfg.precision,
                  getattr(cfg, "model_hparams", None))
+
+
+@contextlib.contextmanager
+def _kernel_cache_kept():
+    """``tf.random.set_seed`` within this block sets the seed and leaves TensorFlow's kernel cache as it is."""
+    from tensorflow.python import pywrap_tfe
+
+    clear = pywrap_tfe.TFE_ContextClearCaches
+    pywrap_tfe.TFE_ContextClearCaches = lambda handle: None
+    try:
+        yield
+    finally:
+        pywrap_tfe.TFE_ContextClearCaches = clear
 
 
 NORMALIZATION = (layers.BatchNormalization, layers.LayerNormalization, layers.GroupNormalization)

@@ -41,16 +41,53 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.power = float(power)
 
     def __call__(self, step):
-        t = tf.cast(step, tf.float32)
-        frac = 1.0 - tf.minimum(t, float(max(self.warmup_steps, 1))) / float(max(self.warmup_steps, 1))
-        warm = self.peak + (self.init - self.peak) * tf.pow(frac, self.power)
-        n_decays = tf.add_n([tf.cast(t >= b, tf.float32) for b in self.boundaries]) if self.boundaries else 0.0
-        decayed = self.peak * tf.pow(self.decay_factor, n_decays)
-        return tf.where(t < self.warmup_steps, warm, decayed)
+        return _rate(step, self.peak, self.init - self.peak, self.warmup_steps, self.boundaries, self.decay_factor,
+                     self.power)
 
     def get_config(self):
         return {"peak": self.peak, "init": self.init, "warmup_steps": self.warmup_steps,
                 "boundaries": self.boundaries, "decay_factor": self.decay_factor, "power": self.power}
+
+
+def _rate(step, peak, rise, warmup_steps, boundaries, decay_factor, power):
+    """The rate at ``step`` (the formula of the module docstring), of Python numbers or float32 tensors alike:
+    ``rise`` = init - peak, ``boundaries`` a list or a vector."""
+    t = tf.cast(step, tf.float32)
+    span = tf.maximum(tf.cast(warmup_steps, tf.float32), 1.0)
+    warm = peak + rise * tf.pow(1.0 - tf.minimum(t, span) / span, power)
+    n_decays = tf.reduce_sum(tf.cast(t >= tf.cast(boundaries, tf.float32), tf.float32))
+    return tf.where(t < tf.cast(warmup_steps, tf.float32), warm, peak * tf.pow(decay_factor, n_decays))
+
+
+class Adjustable(keras.optimizers.schedules.LearningRateSchedule):
+    """A WarmupStepDecay whose numbers are tf.Variables: ``set`` gives it another run's schedule (another peak,
+    warm-up, budget, number of boundaries) without changing the graph a train step traced around it. The rate is
+    the one WarmupStepDecay gives, bit for bit: the same float32 operations on the same float32 numbers
+    (init - peak is taken in Python's float64 by both, then rounded once)."""
+
+    def __init__(self, schedule: WarmupStepDecay):
+        def var(x, shape=()):
+            return tf.Variable(x, dtype=tf.float32, trainable=False, shape=shape)
+
+        self._values = dict(peak=var(0.0), rise=var(0.0), warmup_steps=var(0.0), decay_factor=var(0.0),
+                            power=var(0.0), boundaries=var([], shape=tf.TensorShape([None])))
+        self.set(schedule)
+
+    def set(self, schedule: WarmupStepDecay) -> None:
+        self.schedule = schedule
+        v = self._values
+        v["peak"].assign(schedule.peak)
+        v["rise"].assign(schedule.init - schedule.peak)
+        v["warmup_steps"].assign(float(schedule.warmup_steps))
+        v["decay_factor"].assign(schedule.decay_factor)
+        v["power"].assign(schedule.power)
+        v["boundaries"].assign([float(b) for b in schedule.boundaries])
+
+    def __call__(self, step):
+        return _rate(step, **self._values)
+
+    def get_config(self):
+        return self.schedule.get_config()
 
 
 def from_config(cfg, total_steps: int) -> WarmupStepDecay:

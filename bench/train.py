@@ -37,10 +37,11 @@ def budget_steps(cfg: RunConfig, train_size: int) -> int:
     return cfg.steps if cfg.steps > 0 else schedule.to_steps(cfg.epochs, train_size, cfg.global_batch, math.ceil)
 
 
-def cross_entropy(labels, logits, num_classes: int, label_smoothing: float = 0.0):
-    """Mean softmax cross-entropy; labels int [batch], logits [batch, num_classes]."""
+def cross_entropy(labels, logits, num_classes: int, label_smoothing=0.0):
+    """Mean softmax cross-entropy; labels int [batch], logits [batch, num_classes]; ``label_smoothing`` a number
+    (0: none) or a float32 variable (the step's ``Knobs``)."""
     onehot = tf.one_hot(labels, num_classes)
-    if label_smoothing:
+    if not isinstance(label_smoothing, int | float) or label_smoothing:
         onehot = onehot * (1.0 - label_smoothing) + label_smoothing / num_classes
     return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(onehot, logits))
 
@@ -48,6 +49,21 @@ def cross_entropy(labels, logits, num_classes: int, label_smoothing: float = 0.0
 def squared_norm(grads):
     """|g|^2 summed over every variable's gradient (float32): the noise scale's measure (bench.noise_scale)."""
     return tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads])
+
+
+class Knobs:
+    """The loss's numbers that a traced train step reads from float32 variables, so that a later run with other
+    values reuses the step (``Compiled``): weight decay and label smoothing. Whether each is zero is part of the
+    graph (a zero adds no term); their values are not."""
+
+    def __init__(self, cfg: RunConfig):
+        self.weight_decay = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="weight_decay")
+        self.label_smoothing = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="label_smoothing")
+        self.set(cfg)
+
+    def set(self, cfg: RunConfig) -> None:
+        self.weight_decay.assign(cfg.weight_decay)
+        self.label_smoothing.assign(cfg.label_smoothing)
 
 
 def make_train_step(model, optimizer, lr_schedule, cfg: RunConfig, world: World, accumulation: int,
@@ -69,11 +85,12 @@ def make_train_step(model, optimizer, lr_schedule, cfg: RunConfig, world: World,
     variables = model.trainable_variables
     decayed = models.decayed_weights(model)
     scaler = precision.DynamicLossScale() if precision.needs_loss_scale(cfg.precision) else None
+    knobs = Knobs(cfg)
 
     def loss_of(labels, logits):  # float32 logits; L2 on the float32 weights
-        loss = cross_entropy(labels, logits, num_classes, cfg.label_smoothing)
+        loss = cross_entropy(labels, logits, num_classes, knobs.label_smoothing if cfg.label_smoothing else 0.0)
         if cfg.weight_decay:
-            loss += 0.5 * cfg.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in decayed])
+            loss += 0.5 * knobs.weight_decay * tf.add_n([tf.reduce_sum(tf.square(w)) for w in decayed])
         return loss
 
     forward_backward = precision.forward_backward(model, loss_of, scaler, cfg.jit_compile)
@@ -121,6 +138,7 @@ def make_train_step(model, optimizer, lr_schedule, cfg: RunConfig, world: World,
                           "step_skipped": tf.cast(skipped, tf.float32)}
 
     train_step.loss_scale = scaler
+    train_step.knobs = knobs
     return train_step
 
 
@@ -280,33 +298,136 @@ def _throughput(blocks: list[tuple[int, float]], global_batch: int) -> tuple[flo
 
 @dataclass
 class Parts:
-    """A run's built pieces: model, optimizer, compiled step, evaluator, checkpoint (or None)."""
+    """A run's built pieces: model, optimizer, compiled step, evaluator, checkpoint (or None); ``reused``: whether
+    they are an earlier run's, reset (``Compiled``)."""
 
     model: object
     optimizer: object
     train_step: object
     evaluator: object
     checkpoint: object
+    reused: bool = False
 
 
-def _build(cfg: RunConfig, world: World, info, accumulation: int, steps: int, run_id: str) -> Parts:
-    """Seed, model, schedule, optimizer (broadcast from rank 0), the EMA, the compiled step, the evaluator."""
-    model = models.seeded(cfg, info)
-    lr_schedule = schedule.from_config(cfg, steps)
+@dataclass
+class Compiled:
+    """What one process keeps of a run's build for its next runs of the same shape (``shape_key``): the model,
+    optimizer and schedule whose variables the traced train step and evaluation read, those traced functions, and
+    the EMA's weights. A later run resets every variable in place to what its own fresh build gives (the same
+    seeded model and optimizer are built, then their values copied in), so that it trains exactly as it would in
+    a fresh process, without tracing and optimising the same graph again (5-6 s a run at mini's shapes)."""
+
+    model: object
+    optimizer: object
+    schedule: object
+    train_step: object
+    ema_weights: list
+    functions: tuple
+    params: int
+
+
+# the Compiled builds a process keeps, most recent last, while their weights total at most KEPT_PARAMS numbers
+# (the most recent is always kept); mini's 20 shapes of ~20,000 weights each fit many times over
+_compiled: dict[tuple, Compiled] = {}
+KEPT_PARAMS = 20_000_000
+# config fields that a traced step does not bake in: the run's own numbers (its seed's weights and optimizer state
+# are reset in place; its schedule, weight decay and label smoothing are read from variables: schedule.Adjustable,
+# Knobs) and its bookkeeping. Every other field is part of the shape key.
+PER_RUN = frozenset({"sweep", "output_dir", "seed", "epochs", "steps", "base_lr", "reference_batch", "init_lr",
+                     "warmup_fraction", "warmup_power", "decay_fractions", "decay_factor", "weight_decay",
+                     "label_smoothing", "eval_every_epochs", "log_every_steps", "target_top1",
+                     "checkpoint_every_epochs", "tensorboard", "save_model"})
+
+
+def shape_key(cfg: RunConfig, world: World, info, accumulation: int, optimizer) -> tuple:
+    """What must agree for a run to reuse another's traced step: every config field but PER_RUN, whether weight
+    decay and label smoothing are zero (a zero adds no term), the workers, the data's image shape and classes,
+    the accumulation count, the optimizer's class, a plug-in model's build function and the train-step factory
+    in use (a test may wrap it)."""
+    from bench import components
+
+    fields_ = {k: v for k, v in cfg.to_dict().items() if k not in PER_RUN}
+    model_fn = (None if cfg.model in models.BUILTIN
+                else components.load("model", cfg.model, builtin=models.BUILTIN)[0])
+    return (json.dumps(fields_, sort_keys=True, default=str), bool(cfg.weight_decay), bool(cfg.label_smoothing),
+            world.size, tuple(info.image_shape), info.num_classes, accumulation, type(optimizer), model_fn,
+            make_train_step)
+
+
+def forget_compiled() -> None:
+    """Drop every kept build (the next run of any shape builds and traces its own)."""
+    _compiled.clear()
+
+
+def _reuse_allowed() -> bool:
+    """Off with BENCH_REUSE_COMPILED=0, and while a fault is injected at compilation (it fires while a step is
+    traced, so each run must trace its own: bench.faults)."""
+    from bench import environment
+
+    if environment.get(environment.REUSE_COMPILED) == "0":
+        return False
+    fault = environment.get(environment.FAULT)
+    return not (fault and faults.parse(fault).get("at") == "compile")
+
+
+def _copy(targets, sources) -> None:
+    """Assign each source variable's value to its target (same count, shapes and dtypes: ValueError if not)."""
+    targets, sources = list(targets), list(sources)
+    if len(targets) != len(sources):
+        raise ValueError(f"{len(sources)} values for {len(targets)} variables")
+    for t, v in zip(targets, sources, strict=True):
+        t.assign(v.value if hasattr(v, "value") and not callable(v.value) else v)
+
+
+def _build(cfg: RunConfig, world: World, info, accumulation: int, steps: int, run_id: str,
+           reuse: bool = False) -> Parts:
+    """Seed, model, schedule, optimizer (broadcast from rank 0), the EMA, the compiled step, the evaluator.
+
+    ``reuse``: take the traced step and evaluation of an earlier run of this process with the same ``shape_key``
+    (``Compiled``), its variables reset to this run's fresh values, and keep this run's for the next."""
+    reuse = reuse and _reuse_allowed()
+    model = models.seeded(cfg, info, keep_kernel_cache=reuse and cfg.model in models.BUILTIN)
+    lr_schedule = schedule.Adjustable(schedule.from_config(cfg, steps))
     optimizer = optimizers.get(cfg.optimizer, lr_schedule, **cfg.hparams)
     optimizer.build(model.trainable_variables)
+    key = shape_key(cfg, world, info, accumulation, optimizer) if reuse else None
+    kept = _compiled.pop(key, None) if key is not None else None
+    if kept is not None:  # this run's fresh values, in the variables the kept step reads
+        kept.schedule.set(lr_schedule.schedule)
+        _copy(kept.model.variables, model.variables)
+        _copy(kept.optimizer.variables, optimizer.variables)
+        model, optimizer, lr_schedule = kept.model, kept.optimizer, kept.schedule
     if world.size > 1:
         distributed.broadcast_state(model, optimizer)
-    ema_weights, ema_update = (evaluate.make_weight_ema(model.trainable_variables, cfg.ema_decay)
-                               if cfg.eval_ema else ([], None))
-    train_step = make_train_step(model, optimizer, lr_schedule, cfg, world, accumulation, info.num_classes,
-                                 after_step=ema_update)
-    evaluator = evaluate.make_evaluator(cfg, model, world, info.num_classes, ema_weights)
+    if kept is None:
+        ema_weights, ema_update = (evaluate.make_weight_ema(model.trainable_variables, cfg.ema_decay)
+                                   if cfg.eval_ema else ([], None))
+        train_step = make_train_step(model, optimizer, lr_schedule, cfg, world, accumulation, info.num_classes,
+                                     after_step=ema_update)
+        functions = evaluate.make_functions(model, world, info.num_classes, cfg.bn_eval)
+    else:
+        ema_weights, train_step, functions = kept.ema_weights, kept.train_step, kept.functions
+        if cfg.eval_ema:
+            _copy(ema_weights, model.trainable_variables)  # where make_weight_ema starts
+        if getattr(train_step, "knobs", None) is not None:
+            train_step.knobs.set(cfg)
+        if getattr(train_step, "loss_scale", None) is not None:
+            _copy(train_step.loss_scale.variables, precision.DynamicLossScale().variables)
+    evaluator = evaluate.make_evaluator(cfg, model, world, info.num_classes, ema_weights, functions)
     scaler = getattr(train_step, "loss_scale", None)  # a wrapped step (tests) may not carry it
     scale = scaler.variables if scaler is not None else []  # mixed_float16's
     ckpt = checkpoint.RunCheckpoint(checkpoint.directory(cfg.results_dir, run_id), world, model, optimizer,
                                     ema_weights + scale) if cfg.checkpoint_every_epochs else None
-    return Parts(model, optimizer, train_step, evaluator, ckpt)
+    if key is not None:
+        _keep(key, Compiled(model, optimizer, lr_schedule, train_step, ema_weights, functions,
+                            int(model.count_params())))
+    return Parts(model, optimizer, train_step, evaluator, ckpt, reused=kept is not None)
+
+
+def _keep(key: tuple, built: Compiled) -> None:
+    _compiled[key] = built  # most recent last
+    while len(_compiled) > 1 and sum(c.params for c in _compiled.values()) > KEPT_PARAMS:
+        del _compiled[next(iter(_compiled))]
 
 
 def _resume(parts: Parts) -> tuple[int, Measured, float]:
@@ -328,7 +449,7 @@ def measure(cfg: RunConfig, world: World, info, micro: int, accumulation: int, s
     ``error`` (with what was measured before it), never raised, so that every rank reaches the agreement."""
     wall0 = time.perf_counter()
     try:
-        parts = _build(cfg, world, info, accumulation, steps, cfg.run_id(world.size))
+        parts = _build(cfg, world, info, accumulation, steps, cfg.run_id(world.size), reuse=True)
         start, resumed, wall_before = _resume(parts)
     except Exception as e:  # noqa: BLE001 - every rank must reach the agreement
         return Measured(error=e, wall_time_s=time.perf_counter() - wall0)

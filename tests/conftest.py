@@ -42,3 +42,16 @@ def _horovod_installed():
 
 
 requires_horovod = pytest.mark.usefixtures("_horovod_installed")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compiled_steps():
+    """Each test starts without the train steps an earlier test in this process kept for reuse.
+
+    Tests monkeypatch things the reuse key does not see (a loss, a fault, a model builder); a kept
+    step from another test would then train the wrong graph.
+    """
+    yield
+    train = sys.modules.get("bench.train")
+    if train is not None:
+        train.forget_compiled()
