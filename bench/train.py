@@ -8,6 +8,7 @@ and the loss handed with it is the global mean loss of the same examples (NLCG u
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -357,6 +358,18 @@ def shape_key(cfg: RunConfig, world: World, info, accumulation: int, optimizer) 
 def forget_compiled() -> None:
     """Drop every kept build (the next run of any shape builds and traces its own)."""
     _compiled.clear()
+
+
+def between_runs() -> None:
+    """What a process does after a run and before the next (bench.sweep): Keras's global state cleared (layer
+    names, settings) and memory collected, as ``keras.backend.clear_session`` does, TensorFlow's kernel cache
+    left as it is while builds are kept: clearing it makes every kept step re-optimise its graph (~1 s a run)."""
+    import keras
+
+    from bench.models import _kernel_cache_kept
+
+    with _kernel_cache_kept() if _compiled and _reuse_allowed() else contextlib.nullcontext():
+        keras.backend.clear_session()
 
 
 def _reuse_allowed() -> bool:

@@ -32,6 +32,7 @@ def main(out: str, order: str, precision: str = "float32", world=None) -> None:
     world = world or (distributed.init() if "OMPI_COMM_WORLD_SIZE" in os.environ else distributed.World())
     for name in order.split(","):
         train.run(make_cfg(out, name, precision), world)
+        train.between_runs()  # as a sweep does after each run
     if world.is_chief:
         traces = [c.train_step.experimental_get_tracing_count() for c in train._compiled.values()]
         (Path(out) / "traces.json").write_text(json.dumps(traces))
