@@ -17,8 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.datasets import ABSENT, SPECS
 from bench.datasets import NAMES as DATASETS
-from bench.datasets import SPECS
 
 # The identity rule (its own module, issue 26), re-exported: config.identity, config.ID_VERSION... keep working
 from bench.identity import (  # noqa: F401
@@ -170,8 +170,13 @@ class RunConfig:
                         model_hparams=self.resolved_model_hparams())
 
     def run_id(self, workers: int) -> str:
-        """Hash of ``training_fields``: same training and evaluation, same id."""
-        return hash_fields(self.training_fields(workers))
+        """Hash of ``training_fields``: same training and evaluation, same id. Kept on the config per workers and
+        data check (a sweep's chief asks every run's id before each claim; the config is frozen, and data put in
+        place since, which changes the check, gives a new id)."""
+        kept = self.__dict__.setdefault("_run_ids", {})  # workers -> (data check, run_id)
+        if workers not in kept or kept[workers][0] == ABSENT:  # a check found once is the process's (datasets)
+            kept[workers] = (data_check_of(self.dataset, self.data_dir), hash_fields(self.training_fields(workers)))
+        return kept[workers][1]
 
     def config_id(self, workers: int) -> str:
         """``run_id`` without the seed: the runs of one configuration (its seeds) share it."""

@@ -393,14 +393,26 @@ def _migrate(df: pd.DataFrame, data_dirs: dict | None) -> pd.DataFrame:
     a field added to RunConfig since: it enters at its default, which is what the row ran) gets the current
     ids and keeps the one it was written under as ``legacy_run_id``, so a sweep finds it finished and its
     history (``load_history``) joins. Files are left as they are. A row without a readable config keeps its ids."""
+    readable = _readable(df)
+    return _with_moved(df, _moved(df, readable, data_dirs)) if readable.any() else df
+
+
+def _readable(df: pd.DataFrame) -> pd.Series:
+    """Which rows have a config to re-derive ids from."""
     if not len(df) or "config" not in df:
-        return df
-    readable = df.config.map(lambda c: isinstance(c, str) and c.startswith("{"))
-    if not readable.any():
-        return df
-    df = df.assign(legacy_run_id=None, **{c: df[c] if c in df else None for c in ("config_id", "data_check")})
-    for i in df.index[readable]:
-        row = df.loc[i]
+        return pd.Series(False, index=df.index)
+    return df.config.map(lambda c: isinstance(c, str) and c.startswith("{"))
+
+
+_MOVED = ["legacy_run_id", "run_id", "config_id", "data_check"]
+
+
+def _moved(df: pd.DataFrame, readable: pd.Series, data_dirs: dict | None) -> list[tuple[int, list]]:
+    """(row position, [legacy_run_id, run_id, config_id, data_check]) of the rows whose ids the current rule
+    changes (``_migrate``)."""
+    moved = []
+    for position in (readable.to_numpy()).nonzero()[0]:
+        row = df.iloc[position]
         try:
             values = json.loads(row.config)
             hparams = json.loads(row.hparams) if isinstance(row.get("hparams"), str) else None
@@ -412,20 +424,35 @@ def _migrate(df: pd.DataFrame, data_dirs: dict | None) -> pd.DataFrame:
             continue
         run_id = config.hash_fields(fields)
         if run_id != row.run_id:
-            df.loc[i, ["legacy_run_id", "run_id", "config_id", "data_check"]] = [
-                row.run_id, run_id, config.config_hash(fields), check]
+            moved.append((int(position), [row.run_id, run_id, config.config_hash(fields), check]))
+    return moved
+
+
+def _with_moved(df: pd.DataFrame, moved: list[tuple[int, list]]) -> pd.DataFrame:
+    """``df`` (some row has a readable config) with a ``legacy_run_id`` column and the ``moved`` rows' ids."""
+    df = df.assign(legacy_run_id=None, **{c: df[c] if c in df else None for c in ("config_id", "data_check")})
+    for position, values in moved:
+        df.loc[df.index[position], _MOVED] = values
     return df
+
+
+def _with_ids(columns: list[str] | None) -> list[str] | None:
+    """What reading ``columns`` of the runs table reads: those, and what re-deriving ids and refusing rows needs."""
+    return None if columns is None else list(dict.fromkeys([*columns, *_IDENTITY_COLUMNS, *_VERSION_COLUMNS]))
 
 
 def _runs(directory: Path, columns: list[str] | None = None, data_dirs: dict | None = None) -> pd.DataFrame:
     paths = _legacy(directory, RUNS) + _files(directory / RUNS_DIR)
-    read = None if columns is None else list(dict.fromkeys([*columns, *_IDENTITY_COLUMNS, *_VERSION_COLUMNS]))
-    table = _read(paths, read)
+    table = _read(paths, _with_ids(columns))
     if table is None:
         return pd.DataFrame(columns=RUN_COLUMNS if columns is None else columns)
     df = table.to_pandas()
     _refuse_newer(df, paths, directory)
-    df = _migrate(df, data_dirs)
+    return _ordered(_migrate(df, data_dirs), columns)
+
+
+def _ordered(df: pd.DataFrame, columns: list[str] | None) -> pd.DataFrame:
+    """The runs table as the loaders give it: by ``started_at`` then ``attempt``, RUN_COLUMNS first."""
     keys = [k for k in ("started_at", "attempt") if k in df]
     if keys:  # legacy rows first, then files by publication; a run's latest attempt ends up last
         df = df.sort_values(keys, kind="stable", na_position="last")
@@ -446,6 +473,91 @@ def load_runs(directory: str | Path, data_dirs: dict | None = None) -> pd.DataFr
     NewerVersionError (module docstring), as in every reader here.
     """
     return _runs(Path(directory), data_dirs=data_dirs)
+
+
+class RunsReader:
+    """``load_runs`` of one folder, kept between calls so that a call reads only what is new.
+
+    A sweep's chief reads its folder before each run it claims; with N runs finished, reading every file
+    again makes a sweep of N runs read O(N^2) files. This reader keeps each file's rows (and the ids
+    ``_migrate`` gives them) under the file's (path, size, mtime_ns); a call lists the folder and reads only the
+    files listed after those it kept. Anything else (a kept file changed or gone, or one published before a
+    kept one in the listing's order, whatever process wrote it) forgets everything and reads the folder
+    again. Either way ``load()`` equals ``load_runs(directory, data_dirs)`` (tests/test_store_incremental.py),
+    except that an unreadable file is named in a warning once, when it is first read, not at every call;
+    ``load(columns)`` equals the column-limited read the other loaders do. ``files_read``: how many files
+    the last call read."""
+
+    def __init__(self, directory: str | Path, data_dirs: dict | None = None):
+        self.directory, self.data_dirs = Path(directory), data_dirs
+        self._forget()
+
+    def _forget(self) -> None:
+        self._seen: list[tuple[str, int, int]] = []  # (path, size, mtime_ns) of every file read, in order
+        self._table: pa.Table | None = None  # their rows, over the union of their schemas
+        self._schema: pa.Schema | None = None  # that union, grown as files are read
+        self._rows = 0
+        self._moved: list[tuple[int, list]] = []  # rows whose ids _migrate changes (position in _table)
+        self._readable = False  # some row has a config (then every row gets a legacy_run_id column)
+        self.files_read = 0
+
+    def _listing(self) -> list[tuple[str, int, int]]:
+        """(path, size, mtime_ns) of the files ``_runs`` reads, in its order (a file gone meanwhile is left out)."""
+        out = []
+        for path in _legacy(self.directory, RUNS) + _files(self.directory / RUNS_DIR):
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                out.append((str(path), st.st_size, st.st_mtime_ns))
+        return out
+
+    def _add(self, path: Path) -> pa.Table | None:
+        """One more file's rows (in the listing's order), read as ``_read`` reads them: a file that cannot be
+        read, or whose schema clashes with the files before it, is named in a warning and skipped (None)."""
+        try:
+            schema = _schema(path)
+            unified = schema if self._schema is None else pa.unify_schemas(
+                [self._schema, schema], promote_options="permissive")
+            table = pq.read_table(path).replace_schema_metadata(None)
+        except NewerVersionError:
+            raise
+        except (OSError, ValueError, TypeError, pa.ArrowException) as e:
+            _skip(path, e)
+            return None
+        df = table.to_pandas()
+        _refuse_newer(df, [path], self.directory)
+        readable = _readable(df)
+        self._moved += [(self._rows + i, ids) for i, ids in _moved(df, readable, self.data_dirs)]
+        self._readable = self._readable or bool(readable.any())
+        self._schema, self._rows = unified, self._rows + table.num_rows
+        return table
+
+    def load(self, columns: list[str] | None = None) -> pd.DataFrame:
+        listing = self._listing()
+        kept = len(self._seen)
+        if listing[:kept] != self._seen:
+            self._forget()
+            kept = 0
+        new = [t for t in (self._add(Path(path)) for path, *_ in listing[kept:]) if t is not None]
+        if new:  # one concatenation per call: the union's types, its columns in the order they appeared
+            tables = ([] if self._table is None else [self._table]) + new
+            self._table = pa.concat_tables(tables, promote_options="permissive").select(
+                self._schema.names).cast(self._schema).combine_chunks()
+        self._seen, self.files_read = listing, len(listing) - kept
+        if self._table is None:
+            return pd.DataFrame(columns=RUN_COLUMNS if columns is None else columns)
+        read = _with_ids(columns)
+        table = self._table if read is None else self._table.select([c for c in read if c in self._schema.names])
+        df = table.to_pandas()
+        return _ordered(_with_moved(df, self._moved) if self._readable else df, columns)
+
+
+_readers: dict[tuple, RunsReader] = {}
+
+
+def runs_reader(directory: str | Path, data_dirs: dict | None = None) -> RunsReader:
+    """This process's RunsReader of ``directory`` (one per folder and ``data_dirs``)."""
+    key = (str(Path(directory).resolve()), json.dumps(data_dirs or {}, sort_keys=True, default=str))
+    return _readers.setdefault(key, RunsReader(directory, data_dirs))
 
 
 def load_history(directory: str | Path, run_id: str | None = None, all_attempts: bool = False,

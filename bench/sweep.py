@@ -142,15 +142,17 @@ def claim_next(sweep: Sweep, workers: int, group: Group, say=_log.info):
 
     Skipped: runs finished, runs this group took, runs that failed or crashed in this job (any group's
     row), runs with ``max_crashes`` crashed attempts or ``max_failures`` failed rows in a row (said once).
-    The store is read again at every call, so runs finished meanwhile by other sweep processes are not
-    trained again. After claiming, the run's rows are read again, by name, before anything is recorded: since
-    the table above was read its owner may have finished or failed it and released the claim, and a listing
-    may lag on a shared file system; so a claim left by an attempt that stored its row is not recorded as a
-    crash (bench.attempts.record_dead). A claim that took over a dead attempt records it then."""
+    The store is read again at every call (the files published since the last call: results.RunsReader), so
+    runs finished meanwhile by other sweep processes are not trained again. After claiming, the run's rows
+    are read again, by name, before anything is recorded: since the table above was read its owner may have
+    finished or failed it and released the claim, and a listing may lag on a shared file system; so a claim
+    left by an attempt that stored its row is not recorded as a crash (bench.attempts.record_dead).
+    A claim that took over a dead attempt records it then."""
     from bench import faults, leases, results
 
     faults.point("claim")
-    stored = results.load_runs(_folder(sweep), _data_dirs(sweep))
+    stored = results.runs_reader(_folder(sweep), _data_dirs(sweep)).load(  # reads the files new since its last call
+        ["run_id", "status", "job", "error", "started_at", "attempt"])
     past = attempts.Past.of(stored, group.job)
     done = set(stored.run_id[stored.status.isin(results.DONE)]) if len(stored) else set()
     for cfg in sweep.runs:
@@ -289,8 +291,6 @@ def run(sweep: Sweep, pack: int = 1, say=_log.info, max_crashes: int = attempts.
     next claimant and skipped after ``max_crashes`` such attempts, a run that keeps failing after
     ``max_failures`` failed rows in a row (bench.attempts). ``declared`` (the sweep file, the time): the study's
     declaration (``study.json``) is written once every check passed, before any run trains."""
-    import keras
-
     from bench import distributed, train
 
     world, group, world_rank = _start(pack)
@@ -340,7 +340,7 @@ def run(sweep: Sweep, pack: int = 1, say=_log.info, max_crashes: int = attempts.
                     except OSError as e:  # the claim then goes stale; the run's row is what counts
                         _log.warning(f"[group {group.index}] warning: cannot release the claim on {held.run_id}: {e}")
                     held = None
-            keras.backend.clear_session()
+            train.between_runs()
             if not ok and world.size > 1 and world.comm is None:
                 if world.is_chief:
                     _log.warning(f"[group {group.index}] under Gloo (horovodrun) Horovod cannot restart after a failed "
