@@ -87,6 +87,14 @@ entry):
   step, over the same 1-worker side. It splits the gap: ceiling -> no_sync is what Horovod's and MPI's
   threads cost, no_sync -> scaling_2_workers what the per-step collective costs (the allreduce itself,
   ``allreduce_share``, and waiting for the slower rank).
+- ``study_overhead`` <= 0.10, ``eval_share`` (reported), ``recompile_per_run`` <= 0.1 (``sequence``): the
+  default study's own runs trained one after another in a 1-thread Horovod process, as a sweep group trains
+  them, beside a second process without the kept train step (``BENCH_REUSE_COMPILED=0``, its figures as
+  ``without_reuse``): the time outside optimizer steps and evaluations over the runs' time, the evaluations'
+  share, and a later run's first step over the first run's of its shape.
+- ``claim_ms_1k``, ``claim_ms_10k`` (reported; ``store``): a sweep chief's choice of its next run with 1,000
+  and 10,000 runs finished in the folder (one new since its last claim), in ms, over the full read of the
+  store that each claim made before ``results.RunsReader`` (``--quick``: 1,000 only).
 
 bench.json also holds ``machine`` (bench.provenance: host, CPUs, model name, memory, versions, git commit;
 the memory's copy bandwidth, the CPU's bfloat16 flags, the load when it started and ended), ``when``,

@@ -18,7 +18,7 @@ import pandas as pd
 import optimizers
 from bench import data, distributed, environment, intervals
 from bench.config import ConfigError, RunConfig
-from bench.perf import children, in_process
+from bench.perf import children, in_process, sequence, store
 from bench.perf.flops import FLOPS_CONVENTION
 from bench.perf.optimizer_table import check_names
 from bench.perf.ratios import INTERVAL_METHOD, entry, finite_or_none, mean_se, side
@@ -31,7 +31,8 @@ TARGETS = {"harness_vs_bare": (0.95, ">="), "harness_vs_bare_study": (0.8, ">=")
            "scaling_2_workers": (1.15, ">="), "nlcg_vs_momentum_step": (1.05, "<="),
            "accumulation_memory": (1.2, "<="), "input_headroom": (3.0, ">="), "flops_share": (0.25, ">="),
            "allreduce_share": (None, None), "scaling_ceiling": (None, None), "scaling_no_sync": (None, None),
-           "bf16_vs_fp32_study": (None, None), "xla_vs_plain": (None, None), "xla_vs_plain_study": (None, None)}
+           "bf16_vs_fp32_study": (None, None), "xla_vs_plain": (None, None), "xla_vs_plain_study": (None, None),
+           **sequence.TARGETS, "claim_ms_1k": (None, None), "claim_ms_10k": (None, None)}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # /proc/cpuinfo flags of bfloat16 arithmetic
 # the default study's shapes (experiments/mini.toml; tests/test_perf.py checks that they agree): one worker,
 # micro-batches of 1536 accumulated 3 times, as each of mini's runs trains
@@ -122,6 +123,9 @@ def _measure(cfg: RunConfig, names: list[str], quick: bool) -> dict:
     memory = phase("memory children", children.memory, cfg, sizes["memory_batches"])
     table = phase("optimizer table", children.optimizers, cfg, names, sizes["optimizer_steps"],
                   sizes["optimizer_rounds"])
+    doc.update(phase("the study's runs in sequence (2 processes)", sequence.measure, study_cfg, quick))
+    doc.update(phase("the sweep's claim over a large store", store.claim_times, (1000,) if quick else (1000, 10000),
+                     say=lambda line: print(line, file=sys.stderr, flush=True)))
     doc.update(entries(local, scale, memory, table, study, bf16_target=bool(doc["machine"]["cpu_bf16_flags"])))
     doc["optimizers"] = table
     doc["optimizer_apply_resnet50"] = apply_table(applied)

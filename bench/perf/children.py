@@ -13,6 +13,8 @@ it sets up its environment as ``python -m bench`` does, before TensorFlow starts
 - ``memory``: ONE step of the harness's train step at the config's global batch in micro-batches of its
   ``per_worker_batch`` (accumulation), then the process's peak resident memory (VmHWM of /proc/self/status).
 - ``optimizers``: the per-optimizer table of ``bench.perf.optimizer_table.run``.
+- ``sequence``: the default study's runs trained one after another in this process (``bench.perf.sequence``;
+  ``--quick``: fewer); each run's timing columns.
 
 Each child calls ``bench.distributed.init`` before anything touches TensorFlow's runtime (it sets the
 thread pools, which cannot change after that), then reads the config; with ``--no-horovod`` it does not,
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
     from bench.perf.timing import WARMUP_STEPS
 
     p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["throughput", "memory", "optimizers"])
+    p.add_argument("mode", choices=["throughput", "memory", "optimizers", "sequence"])
     p.add_argument("--config-json", required=True, help="RunConfig.to_dict() as JSON")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=WARMUP_STEPS)
@@ -166,6 +168,7 @@ def main(argv=None) -> int:
                    "registry's perf set 'quick', optimizers.perf_table)")
     p.add_argument("--no-sync", action="store_true", help="throughput: every rank alone, no collective per step")
     p.add_argument("--no-horovod", action="store_true", help="a plain process: no Horovod, a world of one")
+    p.add_argument("--quick", action="store_true", help="sequence: the short sequence")
     args = p.parse_args(argv)
     from bench import config, distributed
 
@@ -176,6 +179,10 @@ def main(argv=None) -> int:
         out = _throughput(cfg, world, args.steps, args.warmup, args.no_sync)
     elif args.mode == "memory":
         out = _memory(cfg, world)
+    elif args.mode == "sequence":
+        from bench.perf import sequence
+
+        out = sequence.child(world, args.quick)
     else:
         import optimizers
         from bench.perf.optimizer_table import run

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import attempts, results, sweep
+from bench.perf.ratios import entry, side
 from bench.provenance import provenance
 
 LABELS = {1000: "claim_ms_1k", 10000: "claim_ms_10k"}
@@ -94,16 +95,12 @@ def claim_times(sizes=(1000, 10000), steady_rounds: int = 5, say=print) -> dict:
             full = [_ms(results.load_runs, folder) for _ in range(2)]
             reader = results.runs_reader(folder, sweep._data_dirs(s))
             label = LABELS.get(n, f"claim_ms_{n}")
-            out[label] = {
-                "value": statistics.mean(steady), "unit": "ms", "finished_runs": n,
-                "samples": steady, "files_read_per_claim": reader.files_read,
-                "first_claim_ms": first, "full_read_ms": statistics.mean(full),
-                "steady_over_full_read": statistics.mean(steady) / statistics.mean(full),
-                "what": "the chief's choice of its next run with N runs finished and one new since its last claim "
-                        "(bench.sweep.claim_next; first_claim_ms: every file read; full_read_ms: results.load_runs, "
-                        "what each claim read before the incremental reader)",
-                "store_written_s": written_s,
-            }
-            say(f"  claim with {n:,} finished runs: {out[label]['value']:.1f} ms (first {first:.0f} ms, "
-                f"full read {out[label]['full_read_ms']:.0f} ms)")
+            out[label] = entry(
+                side(f"the chief's choice of its next run with {n:,} runs finished, one new since its last claim "
+                     "(bench.sweep.claim_next)", "ms", steady, files_read_per_claim=reader.files_read,
+                     first_claim_ms=first, finished_runs=n, store_written_s=written_s),
+                side("the full read each claim made before (results.load_runs of the folder)", "ms", full),
+                target=None, note="the numerator is the figure (ms); the ratio is what the incremental read saves")
+            say(f"  claim with {n:,} finished runs: {statistics.mean(steady):.1f} ms (first {first:.0f} ms, "
+                f"full read {statistics.mean(full):.0f} ms)")
     return out
