@@ -307,7 +307,10 @@ def test_perf_json_quick_writes_every_entry(tmp_path):
     p = run_cli(["perf", "--json", str(out), "--quick", *TINY], timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     doc = json.loads(out.read_text())
+    assert "claim_ms_10k" not in doc  # --quick: the claim over 1,000 finished runs only
     for key, (target, _) in TARGETS.items():
+        if key == "claim_ms_10k":
+            continue
         e = doc[key]
         if key == "bf16_vs_fp32" and not doc["machine"]["cpu_bf16_flags"]:
             target = None  # no bfloat16 arithmetic on this CPU: reported only
@@ -319,6 +322,8 @@ def test_perf_json_quick_writes_every_entry(tmp_path):
     assert [len(r) for r in doc["scaling_no_sync"]["numerator"]["per_rank"]] == [2]  # both ranks, summed
     assert doc["accumulation_memory"]["numerator"]["accumulation"] == 8192 // 256
     assert doc["harness_vs_bare_study"]["numerator"]["accumulation"] == 3  # 4608 in micro-batches of 1536
+    assert doc["recompile_per_run"]["figures"]["runs"] == 8 and doc["claim_ms_1k"]["numerator"]["finished_runs"] == 1000
+    assert doc["claim_ms_1k"]["numerator"]["files_read_per_claim"] == 1
     assert [r["optimizer"] for r in doc["optimizers"]] == ["momentum", "nlcg-fr"]
     row = doc["optimizers"][0]
     assert row["workers"] == 2 and doc["parameters"] > 0
