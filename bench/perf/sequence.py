@@ -2,9 +2,10 @@
 ``study_overhead``, ``eval_share`` and ``recompile_per_run``.
 
 A sweep group trains its runs one after another in one process (bench.sweep). ``child`` does the same with
-runs of the default study itself (experiments/mini.toml: its 1-epoch runs at batches 4608 and 3072, Momentum
-and NLCG-PR, six seeds each (two with --quick), in an order that interleaves the shapes), in a Horovod process of one
-1-thread worker as the study's groups are, timing each run from the call of ``bench.train.run`` to the end
+runs of the default study itself (experiments/mini.toml: its 1-epoch runs at batches 4608 and 3072 of the
+method its [claim] declares and of that claim's first baseline, NLCG-FR and Momentum, six seeds each, two
+with --quick, in an order that interleaves the shapes), in a Horovod process of one 1-thread worker as the
+study's groups are, timing each run from the call of ``bench.train.run`` to the end
 of ``bench.train.between_runs`` (everything the sweep does per run but choosing it). The parent runs two such
 processes at once, as the study packs two groups on 2 cores: one as the harness runs (the train step kept
 per shape), one with ``BENCH_REUSE_COMPILED=0`` (every run builds and traces its own), so each figure has its
@@ -31,20 +32,23 @@ import time
 
 from bench.perf.ratios import entry, side
 
-SHAPES = [(4608, "momentum"), (3072, "nlcg-pr"), (4608, "nlcg-pr"), (3072, "momentum")]
+BATCHES = (4608, 3072)  # mini's claim batches (ImageNet's 98,304 and 65,536 by steps per epoch)
 SEEDS = {True: (0, 1), False: (0, 1, 2, 3, 4, 5)}  # quick, full: 24 runs, 4 of them first of their shape
 TARGETS = {"study_overhead": (0.10, "<="), "eval_share": (None, None), "recompile_per_run": (0.1, "<=")}
 
 
 def study_runs(quick: bool) -> list:
-    """The default study's own RunConfigs for the sequence: its 1-epoch runs of SHAPES, seed by seed (so
-    every shape comes back after the others), from experiments/mini.toml."""
+    """The default study's own RunConfigs for the sequence, from experiments/mini.toml: its 1-epoch runs at
+    BATCHES of the method its [claim] declares and of that claim's first baseline, seed by seed, the shapes
+    alternating (so every shape comes back after the others)."""
     from bench import grid
     from bench.perf.children import ROOT
 
-    runs = {(c.global_batch, c.optimizer, c.seed): c for c in grid.load(ROOT / "experiments" / "mini.toml").runs
-            if c.epochs == 1}
-    return [runs[(b, o, s)] for s in SEEDS[quick] for b, o in SHAPES]
+    study = grid.load(ROOT / "experiments" / "mini.toml")
+    pair = (study.claim["baselines"][0], study.claim["optimizer"])
+    shapes = [(b, pair[(i + j) % 2]) for i, b in enumerate(BATCHES) for j in range(2)]
+    runs = {(c.global_batch, c.optimizer, c.seed): c for c in study.runs if c.epochs == 1}
+    return [runs[(b, o, s)] for s in SEEDS[quick] for b, o in shapes]
 
 
 def child(world, quick: bool) -> dict:
@@ -112,7 +116,8 @@ def entries(kept: list[dict], fresh: list[dict]) -> dict:
                 side("each run's elapsed time (bench.train.run and between_runs)", "s", [r["elapsed_s"] for r in rows]))
 
     mine, theirs = figures(kept), figures(fresh)
-    where = (f"{len(kept)} runs of experiments/mini.toml (1 epoch; batches 4608 and 3072; momentum and nlcg-pr) "
+    optimizers = " and ".join(dict.fromkeys(r["optimizer"] for r in kept))
+    where = (f"{len(kept)} runs of experiments/mini.toml (1 epoch; batches 4608 and 3072; {optimizers}) "
              "one after another in one 1-thread Horovod process, a second process beside it without reuse")
     out = {}
     num, den = shares(kept, overhead_s, "each run's time outside optimizer steps and evaluations")
