@@ -208,14 +208,14 @@ def seeded(cfg, info, keep_kernel_cache: bool = False) -> keras.Model:
     instantiated tf.function, and a kept train step (bench.train.Compiled) then pays ~1 s of graph optimisation
     again. Only for what draws no stateful eager random number: the built-in models (Keras initialisers draw
     from keras.random's stateless ops) and the harness's data pipelines (stateless, keyed by the seed)."""
-    with _kernel_cache_kept() if keep_kernel_cache else contextlib.nullcontext():
+    with kernel_cache_kept() if keep_kernel_cache else contextlib.nullcontext():
         keras.utils.set_random_seed(cfg.seed)
     return build(cfg.model, info.image_shape, info.num_classes, cfg.width, cfg.bn_momentum, cfg.precision,
                  getattr(cfg, "model_hparams", None))
 
 
 @contextlib.contextmanager
-def _kernel_cache_kept():
+def kernel_cache_kept():
     """``tf.random.set_seed`` within this block sets the seed and leaves TensorFlow's kernel cache as it is."""
     from tensorflow.python import pywrap_tfe
 

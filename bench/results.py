@@ -537,7 +537,11 @@ class RunsReader:
         if listing[:kept] != self._seen:
             self._forget()
             kept = 0
-        new = [t for t in (self._add(Path(path)) for path, *_ in listing[kept:]) if t is not None]
+        try:
+            new = [t for t in (self._add(Path(path)) for path, *_ in listing[kept:]) if t is not None]
+        except BaseException:  # a refused row (NewerVersionError) or an interrupt: nothing half-kept
+            self._forget()
+            raise
         if new:  # one concatenation per call: the union's types, its columns in the order they appeared
             tables = ([] if self._table is None else [self._table]) + new
             self._table = pa.concat_tables(tables, promote_options="permissive").select(

@@ -371,10 +371,8 @@ def between_runs() -> None:
     took ~0.19 s a run at the mini study's shapes; ``forget_compiled`` and an eviction unfreeze them."""
     import keras
 
-    from bench.models import _kernel_cache_kept
-
     keeping = bool(_compiled) and _reuse_allowed()
-    with _kernel_cache_kept() if keeping else contextlib.nullcontext():
+    with models.kernel_cache_kept() if keeping else contextlib.nullcontext():
         keras.backend.clear_session(free_memory=True)
     if keeping:
         gc.freeze()
