@@ -107,6 +107,9 @@ class RunConfig:
     save_model: bool = False  # keep the final weights, as evaluated, as <results_dir>/models/<run_id>.keras
     # (`bench train` turns it on unless the config says otherwise; sweeps keep it off: ~0.1-100 MB per run)
     seed: int = 0
+    # a search's trial index (bench.search: trial k of its quasi-random sequence; -1: not a trial). Trials of
+    # equal values stay distinct runs; at -1 it is left out of the run id, so ids of other runs never moved
+    trial: int = -1
 
     # numerics and compilation (docs/speed.md, docs/nlcg.md section 9): weights, optimizer state and every
     # optimizer computation stay float32 in every precision; logits and the loss are float32
@@ -320,6 +323,8 @@ def _check(cfg: RunConfig) -> None:
         v = getattr(cfg, k)
         if not (v >= 0 and math.isfinite(v)):
             raise ConfigError(f"{k} = {v!r} must be a finite number >= 0")
+    if cfg.trial < -1:
+        raise ConfigError(f"trial = {cfg.trial!r} must be >= 0 (a search's trial index) or -1 (not a trial)")
     if cfg.steps == 0 and cfg.epochs == 0:
         raise ConfigError("epochs = 0 and steps = 0: give a budget (epochs > 0 or steps > 0)")
     if cfg.dataset == "synthetic":  # generated in memory (bench.data.synthetic): it must fit
@@ -432,7 +437,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
 
 
 # The tables of a sweep file (bench.grid): in a run config, they say it is one.
-SWEEP_TABLES = ("grid", "optimizer_hparams", "optimizer_overrides", "launch", "claim")
+SWEEP_TABLES = ("grid", "optimizer_hparams", "optimizer_overrides", "launch", "claim", "search")
 
 
 def read_toml(path: str | Path) -> dict:

@@ -9,7 +9,7 @@ import dataclasses
 import itertools
 from pathlib import Path
 
-from bench import config
+from bench import config, search
 from bench.config import ConfigError, RunConfig
 from bench.study import CLAIM, CLAIM_KEYS, _is_optimizer, _registry_names, declaration, declare, roles  # noqa: F401 - re-exported
 
@@ -30,6 +30,7 @@ class Sweep:
     claim: dict = dataclasses.field(default_factory=dict)  # [claim], defaults filled in (``declaration``)
     roles: dict = dataclasses.field(default_factory=dict)  # optimizer -> baseline or method, [claim] applied
     tuning: tuple = ("base_lr",)  # the fields optimizers are tuned in: base_lr, hparams, [optimizer_overrides]'s
+    search: object = None  # bench.search.Search of a [search] table: ``runs`` are its trials; None: a grid
 
 
 FOLDER_FIELDS = ("sweep", "output_dir")  # every run of a sweep writes to one folder: <output_dir>/<sweep>/
@@ -146,6 +147,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
         raise ConfigError(f"{path}: [{CLAIM}] is empty; valid keys: {', '.join(CLAIM_KEYS)} (no [{CLAIM}]: the "
                           "defaults, undeclared)")
     claim = values.pop(CLAIM, {})
+    searching = search.read(path, values.pop(search.SEARCH)) if search.SEARCH in values else None
     bad = {k: v for k, v in launch.items() if k not in ("workers", "pack", "max_crashes", "max_failures")
            or type(v) is not int or v < 1} if isinstance(launch, dict) else {LAUNCH: launch}
     if bad:
@@ -175,21 +177,31 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
         base = config.apply_overrides(values, list(overrides))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    runs, seen = [], {}
+    if searching is not None:
+        searching = _searched(path, searching, base, grids, per_opt, per_opt_fields)
+    runs, seen, studies = [], {}, []
     for grid in grids:
         for combo in _points(grid, per_opt_fields, base.get("optimizer", RunConfig.optimizer)):
             point = {**base, **combo}
             opt = point.get("optimizer", RunConfig.optimizer)
             point["hparams"] = {**base["hparams"], **(per_opt.get(opt, {}) if isinstance(opt, str) else {})}
-            try:
-                cfg = config.make(point)
-            except ConfigError as e:
-                raise ConfigError(f"{path} run ({_where(combo)}): {e}") from None
-            first = seen.setdefault((cfg.results_dir, cfg.run_id(1)), (cfg, combo))
-            if first[0] is cfg:
-                runs.append(cfg)
-            elif first[0] != cfg:  # the same values again (overlapping tables, repeated values) are one run
-                raise ConfigError(_one_run(path, first, (cfg, combo)))
+            trials = [(point, combo)] if searching is None else [
+                (search.apply({**point, "trial": k}, v), {**combo, "trial": k})
+                for k, v in enumerate(searching.values[opt])]
+            study = []
+            for one, where in trials:
+                try:
+                    cfg = config.make(one)
+                except ConfigError as e:
+                    raise ConfigError(f"{path} run ({_where(where)}): {e}") from None
+                first = seen.setdefault((cfg.results_dir, cfg.run_id(1)), (cfg, where))
+                if first[0] is cfg:
+                    runs.append(cfg)
+                    study.append(cfg)
+                elif first[0] != cfg:  # the same values again (overlapping tables, repeated values) are one run
+                    raise ConfigError(_one_run(path, first, (cfg, where)))
+            if study:
+                studies.append(tuple(study))
     if not runs:
         raise ConfigError(f"{path}: the grid has no runs")
     if len({c.results_dir for c in runs}) > 1:
@@ -207,6 +219,59 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
             shown[k] += [x for x in v if x not in shown[k]]
     tuning = tuple(sorted({"base_lr"} | {k for fields in per_opt_fields.values() for k in fields}
                           | {f"hparams.{k}" for hp in per_opt.values() for k in hp}))
-    declared = declaration(path, claim, runs)
+    judged = runs
+    if searching is not None:
+        searching = dataclasses.replace(searching.search, studies=tuple(studies))
+        tuning = tuple(sorted({*tuning, "trial", *(k for sp in searching.spaces.values() for k in sp)}))
+        shown["trial"] = sorted({c.trial for c in runs})
+        claim = _search_claim(path, claim, searching)
+        # the confirmation reruns the claim is judged on (which trial each reruns is known once trials are done)
+        judged = runs + [dataclasses.replace(st[0], seed=s) for st in studies for s in searching.confirm_seeds]
+    declared = declaration(path, claim, judged)
+    if searching is not None:
+        declared["confirm_seeds"] = list(searching.confirm_seeds)
     return Sweep(name=runs[0].sweep, runs=tuple(runs), grid=shown, launch=launch, claim=declared, tuning=tuning,
-                 roles=roles(runs, declared))
+                 roles=roles(runs, declared), search=searching)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Searching:
+    search: search.Search
+    values: dict  # optimizer -> [trial k's {field: value}]
+
+
+def _searched(path, table: dict, base: dict, grids: list[dict], per_opt: dict, per_opt_fields: dict) -> _Searching:
+    """[search] resolved against the grid: every optimizer's space and trial values; the refusals of a search
+    (a seed axis, a tuned field that the grid also sets, no validation split)."""
+    default_opt = base.get("optimizer", RunConfig.optimizer)
+    used = list(dict.fromkeys(o for grid in grids for o in (grid.get("optimizer") or [default_opt])))
+    for grid in [*grids, *per_opt_fields.values()]:
+        if "seed" in grid:
+            raise ConfigError(f"{path}: a [{search.SEARCH}] sweep trains every trial at the file's seed "
+                              f"({base.get('seed', 0)}, the choosing seed) and judges on [{search.SEARCH}] "
+                              "confirm_seeds; valid: no seed axis (set seed = N at the top level)")
+    if not base.get("validation_size"):
+        raise ConfigError(f"{path}: [{search.SEARCH}] chooses trials on val_top1, and validation_size = "
+                          f"{base.get('validation_size', 0)} holds no images out; valid: validation_size > 0 (e.g. "
+                          "validation_size = 5000)")
+    found = search.resolve(path, table, [o for o in used if isinstance(o, str)], int(base.get("seed", 0)))
+    for name, space in found.spaces.items():
+        fixed = {k for grid in grids for k in grid} | set(per_opt_fields.get(name, {})) | \
+            {f"hparams.{k}" for k in {**base.get("hparams", {}), **per_opt.get(name, {})}}
+        clash = sorted(set(space) & fixed)
+        if clash:
+            raise ConfigError(f"{path}: {clash[0]} is tuned by {name}'s search space ({found.sources[name]}) and set "
+                              f"by the file's grid or tables too; valid: one of them (drop it from the grid, or "
+                              f"from [{search.SEARCH}.space.{name}])")
+    values = {o: search.trial_values(found.spaces[o], found.sampler, found.trials[o], found.seed) for o in found.spaces}
+    return _Searching(found, values)
+
+
+def _search_claim(path, claim: dict, found) -> dict:
+    """[claim] under a search: its confirmation seeds are the search's (a [claim] that names others is refused)."""
+    seeds = list(found.confirm_seeds)
+    if "confirm_seeds" in claim and claim["confirm_seeds"] != seeds:
+        raise ConfigError(f"{path}: [{CLAIM}] confirm_seeds = {config.show(claim['confirm_seeds'])} differs from "
+                          f"[{search.SEARCH}] confirm_seeds = {seeds}; valid: leave it out of [{CLAIM}] (a search "
+                          "judges on its own)")
+    return claim

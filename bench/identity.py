@@ -169,6 +169,8 @@ def _left_out(d: dict) -> dict[str, str]:
         why.update(dict.fromkeys(("precise_bn_images", "precise_bn_batch"), "only bn_eval = 'precise' reads it"))
     if not d["eval_ema"]:
         why["ema_decay"] = "only eval_ema = true reads it"
+    if d.get("trial", -1) < 0:
+        why["trial"] = "trial = -1: the run is not a search's trial (its index enters the id of trials only)"
     return why
 
 

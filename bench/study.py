@@ -135,6 +135,8 @@ def declare(sweep, source: str | Path, now: str) -> Path:
     path = folder / "study.json"
     doc = {"sweep": sweep.name, "source": str(source), "claim": sweep.claim, "roles": sweep.roles,
            "tuning_fields": list(sweep.tuning)}
+    if getattr(sweep, "search", None) is not None:  # the tuning protocol (bench.search), declared with the claim
+        doc["search"] = sweep.search.doc()
     targets = sorted({c.target_top1 for c in sweep.runs})
     if len(targets) == 1 and targets[0] > 0:  # outside the run id: the report re-evaluates steps to it (plots)
         doc["target_top1"] = targets[0]
@@ -144,7 +146,7 @@ def declare(sweep, source: str | Path, now: str) -> Path:
         old = None
 
     def declared(d: dict) -> dict:  # what a declaration says; keys it did not have yet do not make it another
-        keys = [k for k in ("claim", "roles", "tuning_fields", "target_top1") if k in old or k != "roles"]
+        keys = [k for k in ("claim", "roles", "tuning_fields", "target_top1", "search") if k in old or k != "roles"]
         claim = {k: v for k, v in (d.get("claim") or {}).items() if k in (old.get("claim") or {})}
         return {**{k: d.get(k) for k in keys}, "claim": claim}
 

@@ -38,7 +38,7 @@ import os
 import shlex
 from pathlib import Path
 
-from bench import attempts, log
+from bench import attempts, log, search
 from bench.config import ConfigError, RunConfig
 from bench.environment import mpi_size, relaunch_command, under_mpi
 from bench.grid import Sweep, load
@@ -72,7 +72,8 @@ def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES,
            max_failures: int = attempts.MAX_FAILURES):
     """One row per run: the grid values, its run_id on ``workers`` ranks, its state (complete, diverged,
     pending, running, failed or crashed and so retried, skipped (crashed) or skipped (failed)), its crashed
-    attempts and its failed attempts in a row."""
+    attempts and its failed attempts in a row. A search adds, per study, its confirmation reruns once its
+    trials are settled (the chosen trial on each confirmation seed), else one row "waiting for N trials"."""
     import pandas as pd
 
     from bench import leases, results
@@ -80,8 +81,9 @@ def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES,
     stored = results.load_runs(_folder(sweep), _data_dirs(sweep))
     past = attempts.Past.of(stored, job="")
     running = {c.get("run_id"): c for c in leases.active_claims(_folder(sweep))}
+    keys = list(sweep.grid) + (["seed"] if sweep.search is not None else [])
     rows = []
-    for cfg in sweep.runs:
+    for cfg in _every_run(sweep, workers, stored, past, max_crashes, max_failures):
         rid = cfg.run_id(workers)
         found = stored[stored.run_id == rid]
         finished = found[found.status.isin(results.DONE)]
@@ -98,17 +100,44 @@ def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES,
         elif len(found):
             state = f"{found.status.iloc[-1]} (will retry)"
         top1 = found.top1.iloc[-1] if len(found) and "top1" in found else float("nan")
-        rows.append({**{k: getattr(cfg, k) for k in sweep.grid}, "run_id": rid, "state": state,
+        rows.append({**{k: getattr(cfg, k) for k in keys}, "run_id": rid, "state": state,
                      "crashed": past.crashes.get(rid, 0), "failed": past.failed_in_a_row.get(rid, 0), "top1": top1})
+    if sweep.search is not None:
+        settled = _settled(_done(stored), past, max_crashes, max_failures)
+        for first, left in search.waiting(sweep.search, workers, settled):
+            rows.append({**{k: getattr(first, k) for k in keys}, "trial": "chosen", "seed": "confirm",
+                         "run_id": "-", "state": f"waiting for {left} trial(s)", "crashed": 0, "failed": 0,
+                         "top1": float("nan")})
     return pd.DataFrame(rows)
 
 
-def pending(sweep: Sweep, workers: int) -> list[RunConfig]:
-    """The runs without a complete or diverged row, in grid order."""
+def _done(stored) -> set:
     from bench import results
 
-    done = results.completed_ids(_folder(sweep), _data_dirs(sweep))
-    return [cfg for cfg in sweep.runs if cfg.run_id(workers) not in done]
+    return set(stored.run_id[stored.status.isin(results.DONE)]) if len(stored) else set()
+
+
+def _every_run(sweep: Sweep, workers: int, stored, past, max_crashes: int = attempts.MAX_CRASHES,
+               max_failures: int = attempts.MAX_FAILURES) -> list[RunConfig]:
+    """The sweep's runs known now: its grid's (a search's trials), then the confirmation reruns of every study
+    whose trials are settled in ``stored``."""
+    out = list(sweep.runs)
+    if sweep.search is not None:
+        settled = _settled(_done(stored), past, max_crashes, max_failures)
+        for _, reruns in search.confirmations(sweep.search, workers, _finished_rows(stored), settled):
+            out += reruns
+    return out
+
+
+def pending(sweep: Sweep, workers: int) -> list[RunConfig]:
+    """The runs without a complete or diverged row, in grid order (a search's: its trials, then the confirmation
+    reruns of the studies whose trials are settled)."""
+    from bench import results
+
+    stored = results.load_runs(_folder(sweep), _data_dirs(sweep))
+    done = _done(stored)
+    runs = _every_run(sweep, workers, stored, attempts.Past.of(stored, job="")) if sweep.search else sweep.runs
+    return [cfg for cfg in runs if cfg.run_id(workers) not in done]
 
 
 def split_groups(pack: int):
@@ -152,10 +181,18 @@ def claim_next(sweep: Sweep, workers: int, group: Group, say=_log.info):
 
     faults.point("claim")
     stored = results.runs_reader(_folder(sweep), _data_dirs(sweep)).load(  # reads the files new since its last call
-        ["run_id", "status", "job", "error", "started_at", "attempt"])
+        ["run_id", "status", "job", "error", "started_at", "attempt"] + (["val_top1"] if sweep.search else []))
     past = attempts.Past.of(stored, group.job)
     done = set(stored.run_id[stored.status.isin(results.DONE)]) if len(stored) else set()
-    for cfg in sweep.runs:
+
+    def candidates():  # the trials (or a grid's runs), then the confirmation reruns of every study now settled
+        yield from sweep.runs
+        if sweep.search is not None:
+            settled = _settled(done, past, group.max_crashes, group.max_failures)
+            for _, reruns in search.confirmations(sweep.search, workers, _finished_rows(stored), settled):
+                yield from reruns
+
+    for cfg in candidates():
         run_id = cfg.run_id(workers)
         if run_id in done or run_id in group.tried or run_id in past.failed_here:
             continue
@@ -190,6 +227,24 @@ def claim_next(sweep: Sweep, workers: int, group: Group, say=_log.info):
     return None, None
 
 
+def _settled(done: set, past: attempts.Past, max_crashes: int, max_failures: int):
+    """Whether a trial's run_id is settled for its study's choice: done (complete or diverged), or skipped for good
+    (its crash or failure limit: infeasible, as a diverged trial is)."""
+    return lambda rid: rid in done or bool(past.skipped(rid, max_crashes, max_failures))
+
+
+def _finished_rows(stored) -> dict:
+    """{run_id: (status, val_top1)} of the latest complete or diverged row of each run (search.choose's input)."""
+    from bench import results
+
+    if not len(stored):
+        return {}
+    fin = stored[stored.status.isin(results.DONE)].drop_duplicates("run_id", keep="last")
+    vals = fin.val_top1 if "val_top1" in fin else [float("nan")] * len(fin)
+    return {rid: (st, float(v) if v is not None else float("nan"))
+            for rid, st, v in zip(fin.run_id, fin.status, vals, strict=True)}
+
+
 def _skipping(sweep: Sweep, cfg: RunConfig, workers: int, group: Group, past: attempts.Past, say) -> bool:
     """Whether ``past`` says to skip the run (its crash or failure limit); the line saying so, once."""
     run_id = cfg.run_id(workers)
@@ -202,7 +257,7 @@ def _skipping(sweep: Sweep, cfg: RunConfig, workers: int, group: Group, past: at
 
 def _describe(sweep: Sweep, cfg: RunConfig, workers: int) -> str:
     """The run's id and, when the sweep has a grid, its grid values: every line about a run names it."""
-    values = ", ".join(f"{k}={getattr(cfg, k)}" for k in sweep.grid)
+    values = ", ".join(f"{k}={getattr(cfg, k)}" for k in [*sweep.grid, *(["seed"] if sweep.search else [])])
     return f"{cfg.run_id(workers)} ({values})" if values else cfg.run_id(workers)
 
 
@@ -301,24 +356,30 @@ def run(sweep: Sweep, pack: int = 1, say=_log.info, max_crashes: int = attempts.
         return 1
     if world.is_chief and group.index == 0:
         todo = len(pending(sweep, world.size))
-        say(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - todo} done, {todo} to run "
-            f"on {pack} group(s) of {world.size} worker(s) (job {group.job})")
+        if sweep.search is None:
+            say(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - todo} done, {todo} to run "
+                f"on {pack} group(s) of {world.size} worker(s) (job {group.job})")
+        else:
+            reruns = len(sweep.search.studies) * len(sweep.search.confirm_seeds)
+            say(f"sweep {sweep.name}: a search of {len(sweep.search.studies)} studies, {len(sweep.runs)} trials and "
+                f"{reruns} confirmation reruns; {todo} known to run now (reruns join as their studies' trials end) "
+                f"on {pack} group(s) of {world.size} worker(s) (job {group.job})")
     failed, held = 0, None
     attempts.stop_on_sigterm(lambda: held)
     with attempts.FaultLog(_folder(sweep), group.job, world_rank):
         while True:
-            index = -1
+            choice = -1  # the run itself (a confirmation rerun is not in sweep.runs), or -1 (none left) / -2 (error)
             if world.is_chief:
                 try:
                     cfg, held = claim_next(sweep, world.size, group, say)
-                    index = -1 if cfg is None else sweep.runs.index(cfg)
+                    choice = -1 if cfg is None else cfg
                 except Exception as e:  # noqa: BLE001 - the group must hear of it, not wait for a run
                     _log.error(f"[group {group.index}] error: cannot choose the next run: {distributed.describe(e)}")
-                    index, failed = -2, failed + 1
-            index = distributed.from_chief(world, index, "the next run")
-            if index < 0:
+                    choice, failed = -2, failed + 1
+            choice = distributed.from_chief(world, choice, "the next run")
+            if isinstance(choice, int):
                 break
-            cfg = sweep.runs[index]
+            cfg = choice
             group.tried.add(cfg.run_id(world.size))
             if world.is_chief:
                 say(f"[group {group.index}] run {len(group.tried)}: {_describe(sweep, cfg, world.size)}")
@@ -404,7 +465,13 @@ def main(args) -> int:
             print(table.to_string(index=False))
         left = int((table.state.isin(["pending"]) | table.state.str.endswith("(will retry)")
                     | table.state.str.startswith("stale claim")).sum())
-        print(f"{len(table)} runs on {workers} worker(s) each, {left} to run", flush=True)
+        if sweep.search is None:
+            print(f"{len(table)} runs on {workers} worker(s) each, {left} to run", flush=True)
+        else:
+            waiting = int(table.state.str.startswith("waiting").sum())
+            print(f"{len(table) - waiting} runs known on {workers} worker(s) each, {left} to run; {waiting} studies "
+                  f"waiting for their trials before {len(sweep.search.confirm_seeds)} confirmation reruns each",
+                  flush=True)
         return 0
     if not under_mpi() and workers * pack > 1:
         check(sweep, workers)  # fail here, in one process, rather than in every rank

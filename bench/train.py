@@ -338,7 +338,7 @@ KEPT_PARAMS = 20_000_000
 PER_RUN = frozenset({"sweep", "output_dir", "seed", "epochs", "steps", "base_lr", "reference_batch", "init_lr",
                      "warmup_fraction", "warmup_power", "decay_fractions", "decay_factor", "weight_decay",
                      "label_smoothing", "eval_every_epochs", "log_every_steps", "target_top1",
-                     "checkpoint_every_epochs", "tensorboard", "save_model"})
+                     "checkpoint_every_epochs", "tensorboard", "save_model", "trial"})
 
 
 def shape_key(cfg: RunConfig, world: World, info, accumulation: int, optimizer) -> tuple:

@@ -18,6 +18,7 @@ given the harness's step signature where it lacks it (``_stepped``). Every entry
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import numbers
@@ -120,6 +121,7 @@ def _defaults(fn, only: tuple[str, ...] | None = None) -> dict:
 
 BASELINE, METHOD = "baseline", "method"
 ROLES = (BASELINE, METHOD)  # what an optimizer is in a study: a baseline, or a method under test
+SPACE_ATTRIBUTE = "bench_space"  # and its default search space (bench.search): {field: {min, max, scaling}}
 ROLE_ATTRIBUTE = "bench_role"  # a plug-in's factory (or class) may say its role: bench_role = "baseline"
 # bench perf's default sets of optimizers (bench/perf), each within the next: --json --quick's table, --json's (the
 # default study's optimizers), the table without --json. An entry's ``perf`` names the smallest it is in.
@@ -145,6 +147,9 @@ class Entry:
       is ""): ``bench perf --optimizers NAME`` benchmarks any optimizer, these are only the defaults.
     perf_rank: its place in those sets (``perf_set``'s order; ``perf_table`` puts the reference and the methods
       first); unique among the entries with a ``perf``.
+    space: its default search space (bench.search: field -> {min, max, scaling} or {feasible_points}), which a
+      sweep file's ``[search.space.NAME]`` replaces; None: a search must give one. A plug-in's: its factory's
+      ``bench_space`` attribute. space_source: where its ranges come from.
     """
 
     factory: Callable[..., keras.optimizers.Optimizer]
@@ -156,12 +161,40 @@ class Entry:
     rules: dict | None = None
     perf: str = ""
     perf_rank: int = 0
+    space: dict | None = None
+    space_source: str = ""
 
     @property
     def origin(self) -> str:
         """``built-in``, ``entry point`` or ``reference``."""
         return "built-in" if self.plugin is None else self.plugin.origin
 
+
+# Default search spaces (bench.search), in AlgoPerf's vocabulary. The learning rate is relative to the linear
+# rule (base_lr is the rate at reference_batch 256; bench.search.LR_RANGE says why), a 25x range log-scaled
+# around the paper's 0.1 (Adam's around Keras's 1e-3); weight decay log-scaled around the paper's 2e-4 (its L2
+# in the loss); the warm-up around the paper's 1/8; a momentum-like coefficient as 1 - x on a log scale around
+# 0.9 (batch_science's REVERSE_LOG). The same dimensions for every family, so equal trial counts are equal effort.
+_LR_SGD = {"min": 0.02, "max": 0.5, "scaling": "log"}
+_LR_ADAM = {"min": 2e-4, "max": 5e-3, "scaling": "log"}
+_COMMON = {"weight_decay": {"min": 2e-5, "max": 2e-3, "scaling": "log"},
+           "warmup_fraction": {"min": 0.02, "max": 0.25, "scaling": "linear"}}
+_MOMENTUM = {"min": 0.8, "max": 0.99, "scaling": "log_one_minus"}
+_SPACE_SOURCE = ("harness default (optimizers._SPACES): Nado et al. 2021's dimensions (rate, 1 - momentum log-scaled, "
+                 "weight decay, warm-up), ranges centred on the paper's settings")
+_SPACES = {
+    "sgd": {"base_lr": _LR_SGD, **_COMMON},
+    "momentum": {"base_lr": _LR_SGD, "hparams.momentum": _MOMENTUM, **_COMMON},
+    "nesterov": {"base_lr": _LR_SGD, "hparams.momentum": _MOMENTUM, **_COMMON},
+    "rmsprop": {"base_lr": _LR_SGD, "hparams.momentum": _MOMENTUM, **_COMMON},
+    "lars": {"base_lr": _LR_SGD, "hparams.momentum": _MOMENTUM, **_COMMON},
+    "adam": {"base_lr": _LR_ADAM, "hparams.beta_1": _MOMENTUM, **_COMMON},
+    "adamw": {"base_lr": _LR_ADAM, "hparams.beta_1": _MOMENTUM, **_COMMON},
+    "lamb": {"base_lr": _LR_ADAM, "hparams.beta_1": _MOMENTUM, **_COMMON},
+    # NLCG's own coefficient (beta) is computed, not set: its space is the rate, weight decay and warm-up
+    "nlcg-fr": {"base_lr": _LR_SGD, **_COMMON},
+    "nlcg-pr": {"base_lr": _LR_SGD, **_COMMON},
+}
 
 # name -> Entry. The README's table is this dict (tests/test_registry.py).
 REGISTRY: dict[str, Entry] = {
@@ -408,6 +441,16 @@ def names() -> list[str]:
     return sorted(REGISTRY)
 
 
+for _name, _entry in list(REGISTRY.items()):
+    REGISTRY[_name] = dataclasses.replace(_entry, space=_SPACES.get(_name), space_source=_SPACE_SOURCE)
+
+
+def space(name: str) -> tuple[dict | None, str]:
+    """Optimizer ``name``'s default search space and where it comes from (a plug-in's: its ``bench_space``)."""
+    e = entry(name)
+    return (None, "") if e.space is None else ({k: dict(v) for k, v in e.space.items()}, e.space_source)
+
+
 def role(name: str) -> str:
     """``baseline`` or ``method``: the registry's role of optimizer ``name`` (a plug-in's: ``entry``)."""
     return entry(name).role
@@ -501,7 +544,9 @@ def _plugin_entry(name: str, factory, plugin) -> Entry:
     built_defaults = {k: p.default for k, p in inspect.signature(type(built).__init__).parameters.items()}
     typed = {**built_defaults, **own}
     rules = {k: _KERAS_RULES[k] if k in _KERAS_RULES else _rule_of(typed.get(k)) for k in accepted}
-    return Entry(factory, defaults, "its signature", role, plugin=plugin, rules=rules)
+    own_space = getattr(factory, SPACE_ATTRIBUTE, None)
+    return Entry(factory, defaults, "its signature", role, plugin=plugin, rules=rules, space=own_space,
+                 space_source=f"{plugin.reference}.{SPACE_ATTRIBUTE}" if own_space else "")
 
 
 _KERAS_ARGS = {*_KERAS_RULES, "loss_scale_factor", "gradient_accumulation_steps", "name"}  # BaseOptimizer's own

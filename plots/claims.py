@@ -30,11 +30,13 @@ Rules (also written into both files):
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pandas as pd
 
-from plots import inference, primary, stats
+from plots import inference, primary, stats, tuning
 
 PAPER_CLAIMS = {  # the paper's study -> (the abstract's claim, the batch it is made at, the study's epochs)
     "cifar100": ("NLCG beats the baselines by more than 15 points of top-1 at batch >= 16k (200 epochs)", 16384, 200),
@@ -152,10 +154,12 @@ def _judged(cfg: pd.Series | None, judge: pd.DataFrame) -> tuple[pd.Series | Non
 
 
 def _entries(choose: pd.DataFrame, judge: pd.DataFrame, pick, scale, gains, on: str, sides: tuple,
-             extra=lambda cfg, prefix: {}) -> list[dict]:
+             extra=lambda cfg, prefix: {}, confirm_only: bool = False, waiting: list | None = None) -> list[dict]:
     """One entry per compared configuration and point; ``pick(rows, baseline)`` chooses configurations among
     the choosing seeds' ``choose`` summary (on ``on``: test or validation); each side is then judged on the
-    confirmation seeds' ``judge`` summary when both sides ran there."""
+    confirmation seeds' ``judge`` summary when both sides ran there. ``confirm_only`` (a search): a comparison
+    whose sides have no confirmation reruns yet is not made (it goes to ``waiting``), never judged on the
+    choosing seed."""
     out = []
     for (batch, budget, setting), here in choose.groupby(["global_batch", "epochs", "setting"], sort=True):
         compared, baselines = sides  # the methods under test, the optimizers the best baseline is chosen among
@@ -170,6 +174,11 @@ def _entries(choose: pd.DataFrame, judge: pd.DataFrame, pick, scale, gains, on: 
                 judged_cfg, confirmed = _judged(cfg, judge)
                 judged_base, base_confirmed = _judged(base, judge)
                 if not (confirmed and (base is None or base_confirmed)):
+                    if confirm_only:
+                        if waiting is not None:
+                            waiting.append({"global_batch": int(batch), "epochs": float(budget), "optimizer": opt,
+                                            "baseline": None if base is None else base.optimizer})
+                        continue
                     judged_cfg, judged_base, confirmed = cfg, base, False
                 out.append({"global_batch": int(batch), "epochs": float(budget), "setting": setting,
                             "optimizer": opt, "baseline": None if base is None else base.optimizer,
@@ -200,7 +209,8 @@ def _every_nlcg(rows: pd.DataFrame, baseline: bool) -> pd.DataFrame:
     return rows
 
 
-def _tuned(choose: pd.DataFrame, judge: pd.DataFrame, scale, gains, sides: tuple) -> tuple[list[dict], str | None]:
+def _tuned(choose: pd.DataFrame, judge: pd.DataFrame, scale, gains, sides: tuple, confirm_only: bool = False,
+           waiting: list | None = None) -> tuple[list[dict], str | None]:
     several = choose.groupby(["global_batch", "epochs", "setting", "optimizer"]).config_id.transform("nunique") > 1
     points = choose[several][["global_batch", "epochs", "setting"]].drop_duplicates()
     if points.empty:
@@ -217,7 +227,8 @@ def _tuned(choose: pd.DataFrame, judge: pd.DataFrame, scale, gains, sides: tuple
         return {f"{prefix}chosen_base_lr": _num(cfg.base_lr), f"{prefix}val_top1_mean": _num(cfg.val_top1_mean),
                 f"{prefix}configurations_tried": len(tried)}
 
-    return _entries(tuned, judge, _best_on("val_top1_mean"), scale, gains, "validation", sides, chosen_lr), None
+    return _entries(tuned, judge, _best_on("val_top1_mean"), scale, gains, "validation", sides, chosen_lr,
+                    confirm_only, waiting), None
 
 
 def _adjust(entries: list[dict]) -> int:
@@ -348,8 +359,14 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
     mixed = [{"config_id": r.config_id, "optimizer": r.optimizer, "label": r.label, "global_batch": int(r.global_batch),
               "epochs": float(r.epochs), "git_commits": r.git_commits}
              for _, r in summary.iterrows() if len(r.git_commits) > 1]
-    entries = _entries(choose, judge, _every_nlcg, scale, gains, "test", sides)
-    tuned, tuned_note = _tuned(choose, judge, scale, gains, sides)
+    searched = tuning.declared(study)
+    waiting: list[dict] = []
+    if searched is None:
+        entries = _entries(choose, judge, _every_nlcg, scale, gains, "test", sides)
+    else:  # a search: each optimizer's trials are candidates, never claims; only the chosen trials are compared
+        entries = []
+        choose = _in_trial_order(choose, prep)
+    tuned, tuned_note = _tuned(choose, judge, scale, gains, sides, searched is not None, waiting)
     family = _adjust(entries + tuned)
     big = gains[gains.index >= claim_batch] if gains is not None and "nlcg_gain_points" in gains else None
     doc = {
@@ -361,7 +378,7 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
         [{"global_batch": int(b), "gain_points": _num(g)} for b, g in big.nlcg_gain_points.items()],
         "declaration": (study or {}).get("source") or "none: the default primary claim",
         "declared_at": (study or {}).get("declared_at"),
-        "primary": primary.test(claim, choose, judge, scale),
+        "primary": primary.test(claim, choose, judge, scale, confirm_only=searched is not None),
         "interval_method": INTERVAL_METHOD, "seed_interval_method": SEED_INTERVAL_METHOD,
         "exploratory_test": inference.EXPLORATORY_TEST, "adjustment": "holm", "alpha": inference.ALPHA,
         "family_size": family, "selection_effect": SELECTION_EFFECT, "machines": MACHINES,
@@ -381,8 +398,59 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
                             "base_lr": _num(r.base_lr), "seeds": r.seeds, "git_commits": r.git_commits}
                            for _, r in summary.iterrows()],
     }
+    doc["search"] = None if searched is None else search_doc(runs, study, waiting)
     doc["caveats"] = caveats(doc, summary)
     return doc
+
+
+def _in_trial_order(choose: pd.DataFrame, prep: pd.DataFrame) -> pd.DataFrame:
+    """The choosing seed's configurations in trial order, so that a tie in validation top-1 goes to the lowest
+    trial index, as bench.search.choose breaks it (the sweep confirmed that trial)."""
+    trial = {cid: json.loads(c).get("trial", -1) if isinstance(c, str) else -1
+             for cid, c in zip(prep.config_id, prep.config, strict=True)}
+    order = choose.config_id.map(trial).fillna(-1)
+    return choose.assign(_trial=order).sort_values(["_trial"], kind="stable").drop(columns="_trial")
+
+
+def _lr_rule(chosen: pd.DataFrame) -> list[dict]:
+    """Per optimizer and budget: the chosen peak learning rate's slope against the batch on log-log axes (1: the
+    linear rule, 0.5: the square-root rule, 0: one rate at every batch), from the chosen trials' base_lr."""
+    out = []
+    for (opt, budget), g in chosen[chosen.trial.notna()].groupby(["optimizer", "epochs"], sort=True):
+        lrs = [(int(b), v.get("base_lr")) for b, v in zip(g.global_batch, g["values"], strict=True)]
+        lrs = [(b, lr) for b, lr in lrs if lr is not None]
+        slope = None
+        if len({b for b, _ in lrs}) >= 2:
+            x = np.log([b for b, _ in lrs])
+            y = np.log([lr * b for b, lr in lrs])  # the peak up to reference_batch, which no slope sees
+            slope = _num(float(np.polyfit(x, y, 1)[0]))
+        out.append({"optimizer": opt, "epochs": float(budget), "slope": slope,
+                    "base_lr": {str(b): _num(lr) for b, lr in lrs}})
+    return out
+
+
+def search_doc(runs: pd.DataFrame, study: dict, waiting: list) -> dict:
+    """claims.json ``search``: the protocol as declared (sampler, seed, N, spaces, metric, confirmation seeds),
+    each study's chosen trial (its values, validation top-1, infeasible count, parameters at a range's end), the
+    infeasible fraction per batch, the chosen rate's scaling with the batch, and the comparisons that await
+    their confirmation reruns."""
+    trial_rows = tuning.trials(runs, study)
+    chosen = tuning.chosen(trial_rows, study)
+    declared = tuning.declared(study)
+    counts = sorted(set(declared["trials"].values()))
+    return {"protocol": declared, "equal_budget": len(counts) == 1,
+            "budget_statement": (f"{counts[0]} trials per optimizer and study, the same for every optimizer"
+                                 if len(counts) == 1 else "UNEQUAL budgets (unequal_budget = true): "
+                                 + ", ".join(f"{o} {n}" for o, n in declared["trials"].items())),
+            "chosen": [{"optimizer": r.optimizer, "global_batch": int(r.global_batch), "epochs": float(r.epochs),
+                        "trial": None if r.trial is None or pd.isna(r.trial) else int(r.trial),
+                        "config_id": r.config_id, "val_top1": _num(r.val_top1),
+                        "values": {k: (_num(v) if isinstance(v, float) else v) for k, v in r["values"].items()},
+                        "n_trials": int(r.n_trials), "n_run": int(r.n_run), "n_infeasible": int(r.n_infeasible),
+                        "boundary": [list(b) for b in r.boundary]} for _, r in chosen.iterrows()],
+            "infeasible_by_batch": tuning.infeasible_by_batch(chosen) if len(chosen) else [],
+            "lr_rule": _lr_rule(chosen) if len(chosen) else [],
+            "awaiting_confirmation": waiting}
 
 
 def caveats(doc: dict, summary: pd.DataFrame) -> list[str]:

@@ -129,6 +129,52 @@ def _claim_lines(entries: list[dict], tuned: bool) -> list[str]:
     return out or ["- No configuration of a method under test beside a baseline here: nothing to compare."]
 
 
+def _value(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def search_lines(doc: dict) -> list[str]:
+    """The tuning protocol (bench.search), each study's chosen trial and what the budget found."""
+    s = doc.get("search")
+    if not s:
+        return []
+    p = s["protocol"]
+    out = ["## Tuning protocol: an equal-budget quasi-random search, chosen on validation, judged on fresh seeds", "",
+           f"Sampler: scrambled {p['sampler'].capitalize()} (scipy.stats.qmc), seed {p['seed']}; budget: "
+           f"{s['budget_statement']}, every trial trained at seed {p['choosing_seed']}; selection: {p['rule']}. "
+           f"Confirmation seeds {_seeds(p['confirm_seeds'])}. The learning rate's range is {p['lr_range']}.", "",
+           "| optimizer | space (field: range, scaling) | from |", "|---|---|---|"]
+    for opt, space in p["spaces"].items():
+        dims = "; ".join(f"{k}: {spec['feasible_points']}" if "feasible_points" in spec else
+                         f"{k}: [{spec['min']:g}, {spec['max']:g}] {spec['scaling']}" for k, spec in space.items())
+        out.append(f"| {opt} | {dims} | {p['space_sources'].get(opt, '')} |")
+    out += ["", "Chosen trial of each study (validation top-1 of its trial; the trials it beat; parameters whose "
+            "chosen value lies within 5 % of a range's end are flagged: the range may be too narrow there):", "",
+            "| optimizer | batch | epochs | trial | val top-1 | infeasible / trials | chosen values | at a boundary |",
+            "|---|---|---|---|---|---|---|---|"]
+    for c in s["chosen"]:
+        values = ", ".join(f"{k}={_value(v)}" for k, v in c["values"].items())
+        edge = ", ".join(f"**{k} at its {side}**" for k, side in c["boundary"]) or "-"
+        trial = "none feasible" if c["trial"] is None else str(c["trial"])
+        val = "-" if c["val_top1"] is None else f"{c['val_top1']:.4f}"
+        out.append(f"| {c['optimizer']} | {c['global_batch']} | {c['epochs']:g} | {trial} | {val} | "
+                   f"{c['n_infeasible']} / {c['n_trials']} | {values} | {edge} |")
+    if s["infeasible_by_batch"]:
+        out += ["", "Infeasible trials (diverged, failed or never finished) per batch: "
+                + "; ".join(f"{b['global_batch']}: {b['infeasible']} of {b['trials']} ({100 * b['fraction']:.0f} %)"
+                            for b in s["infeasible_by_batch"]) + "."]
+    rule = [r for r in s["lr_rule"] if r["slope"] is not None]
+    if rule:
+        out += ["", "Does the best learning rate follow the linear rule? The chosen peak rate's slope against the "
+                "batch on log-log axes (1: linear, 0.5: square root, 0: one rate at every batch): "
+                + "; ".join(f"{r['optimizer']} ({r['epochs']:g} epochs) {r['slope']:.2f}" for r in rule) + "."]
+    if s["awaiting_confirmation"]:
+        out += ["", "Awaiting their confirmation reruns (no claim is made on the trials themselves): "
+                + "; ".join(f"{w['optimizer']} at {w['global_batch']}, {w['epochs']:g} epochs"
+                            for w in s["awaiting_confirmation"]) + "."]
+    return out + [""]
+
+
 def _methods(doc: dict) -> str:
     """The methods under test, by name (the document's roles: plots.stats.roles), for a heading."""
     names = [o for o, r in (doc.get("roles") or {}).items() if r == "method"]
@@ -150,7 +196,7 @@ def markdown(doc: dict) -> str:
            f"Ours: {doc['dataset']}, {doc['model']}, {len(cfgs)} configurations, {int(cfgs.n_seeds.sum())} finished "
            f"runs ({n_div} diverged), budgets {', '.join(f'{b:g}' for b in sorted(cfgs.epochs.unique()))} epochs. "
            + seeds, ""]
-    out += primary_lines(doc)
+    out += primary_lines(doc) + search_lines(doc)
     out += [f"## Exploratory comparisons: a family of {doc['family_size']}, Holm-adjusted", "",
             f"Means over the seeds of one configuration (never across configurations), intervals: "
             f"{doc['seed_interval_method']}. Gains: {doc['interval_method']}; p-values: {doc['exploratory_test']}. "
@@ -160,7 +206,9 @@ def markdown(doc: dict) -> str:
             "claims; the rest is exploration.", "",
             f"Selection: {doc['selection_effect']}", "", f"Divergence: {doc['divergence_rule']}", "",
             f"### {_methods(doc)} against the best baseline (chosen on test top-1)", ""]
-    out += _claim_lines(doc["claims"], tuned=False) + [""]
+    out += (["- A search: its trials are candidates, not claims; the comparisons are the tuned ones below, each "
+             "chosen trial judged on its confirmation reruns."] if doc.get("search") else
+            _claim_lines(doc["claims"], tuned=False)) + [""]
     if doc["tuned_claims"] or doc["tuned_note"]:
         out += ["### Tuned: each optimizer at its best configuration on validation", "", doc["tuned_rule"], ""]
         out += ([doc["tuned_note"]] if doc["tuned_note"] else _claim_lines(doc["tuned_claims"], tuned=True)) + [""]

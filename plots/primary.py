@@ -38,7 +38,7 @@ def _baselines(claim: dict) -> tuple:
     return tuple(claim.get("baselines") or ()) if claim["baseline"] == "best" else (claim["baseline"],)
 
 
-def test(claim: dict, choose: pd.DataFrame, judge: pd.DataFrame, scale: float) -> dict:
+def test(claim: dict, choose: pd.DataFrame, judge: pd.DataFrame, scale: float, confirm_only: bool = False) -> dict:
     """The primary claim's document entry: its declaration, the configurations chosen per budget, and the
     stratified test's gain, interval, p-value and verdict (see the module docstring)."""
     batch, budgets = int(claim["global_batch"]), [float(e) for e in claim["epochs"]]
@@ -63,6 +63,9 @@ def test(claim: dict, choose: pd.DataFrame, judge: pd.DataFrame, scale: float) -
             return out
         sides = [judge[judge.config_id == c.config_id] for c in (nlcg, base)]
         confirmed = all(len(s) for s in sides)
+        if confirm_only and not confirmed:  # a search judges on its confirmation reruns alone, never the trials
+            reasons.append(f"{budget:g} epochs: the chosen trials' confirmation reruns are not all in")
+            continue
         a, b = (s.iloc[0] for s in sides) if confirmed else (nlcg, base)
         judged_on.add("confirmation seeds" if confirmed else "the choosing seeds")
         row = {"epochs": budget, "config_id": nlcg.config_id, "label": nlcg.label, "chosen_on": nlcg_on,

@@ -30,7 +30,7 @@ import pandas as pd
 from bench.config import ConfigError
 from bench.results import load_history, load_runs
 from plots import claims as claims_mod
-from plots import critical_batch, figures, site, stats
+from plots import critical_batch, figures, site, stats, tuning_figures
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: relative paths of study.json resolve here too
 EXPERIMENTS = ROOT / "experiments"  # the profiles, for folders without study.json
@@ -41,21 +41,26 @@ AUTO = "auto"
 # --paper-dataset auto: a folder whose runs are of one of the paper's data sets stands for that study
 PAPER_STUDY_OF = {"cifar10": "cifar100", "cifar100": "cifar100", "imagenet": "imagenet"}
 paper_gains = claims_mod.paper_gains
-FIGURES = {**figures.FIGURES, **critical_batch.FIGURES}  # every figure a results folder gets
+FIGURES = {**figures.FIGURES, **critical_batch.FIGURES, **tuning_figures.FIGURES}  # every figure a results folder gets
 TARGET_FIGURES = ("steps_to_target", "critical_batch")  # drawn at the one target the claims read (``asked_target``)
 # study.json as bench.study.declare writes it: key -> (the types it may hold, required)
 STUDY_KEYS = {"sweep": ((str,), False), "source": ((str,), False), "claim": ((dict, type(None)), True),
               "tuning_fields": ((list,), True), "declared_at": ((str, type(None)), False),
-              "previous": ((list,), False), "target_top1": ((int, float), False), "roles": ((dict,), False)}
+              "previous": ((list,), False), "target_top1": ((int, float), False), "roles": ((dict,), False),
+              "search": ((dict,), False)}
 CLAIM_TYPES = {"optimizer": (str,), "baseline": (str,), "baselines": (list,), "global_batch": (int,), "epochs": (list,),
                "confirm_seeds": (list,), "declared": (bool,)}
 
 
 def draw(name: str, runs: pd.DataFrame, history: pd.DataFrame, reference: pd.DataFrame | None,
-         paper_dataset: str, claim_batch: int | None = None, target: float | None = None):
+         paper_dataset: str, claim_batch: int | None = None, target: float | None = None,
+         study: dict | None = None):
     """Figure ``name`` of ``FIGURES`` from the tables it needs (``claim_batch``: the primary claim's; ``target``:
-    the target top-1 of the figures of steps to a target, the one the claims read)."""
+    the target top-1 of the figures of steps to a target, the one the claims read; ``study``: the folder's
+    declaration, for the figures of a search)."""
     make = FIGURES[name]
+    if name in tuning_figures.FIGURES:
+        return make(runs, study)
     if name in figures.AT_CLAIM:
         return make(runs, history, claim_batch)
     if name == "top1_vs_batch":
@@ -387,8 +392,8 @@ def prepare(results_dir: str | Path, out_dir: str | Path, reference_csv: str | P
     doc = claims_mod.build(runs, reference, paper_dataset, asked or None, history)
     doc["against"] = claims_mod.against(doc, others)
     figures.use_roles(doc["roles"])  # one colour per optimizer in every figure, by its role
-    drawn = {name: draw(name, runs, history, reference, paper_dataset, doc["primary"]["global_batch"], target)
-             for name in FIGURES}
+    drawn = {name: draw(name, runs, history, reference, paper_dataset, doc["primary"]["global_batch"], target,
+                        study=declared) for name in FIGURES}
     return Report(results_dir, out_dir, doc, drawn, runs)
 
 

@@ -61,6 +61,10 @@ FIGURE_TEXT = {
     "critical_batch": "Steps to the target against examples per optimizer, McCandlish et al.'s fitted hyperbola and "
                       "B_crit with bootstrap intervals, the 20 % rule, and the measured noise scale B_simple.",
     "noise_scale": "The gradient noise scale B_simple against epochs, one panel per batch.",
+    "tuning_curve": "A search's best validation top-1 against the number of trials, one panel per (batch, budget): "
+                    "median and 95 % band over random subsets of each optimizer's trials.",
+    "performance_profile": "AlgoPerf's performance profile: per optimizer, the fraction of (batch, budget) cells "
+                           "where its chosen trial's top-1 error is within tau of the cell's best.",
 }
 # how each figure maps onto claims.json, said beside it ({...}: filled in by _supported)
 SUPPORTS = {

@@ -75,12 +75,15 @@ VALID = {
     "eval_every_epochs": "0.5", "eval_batch": "10", "bn_eval": '"moving"', "precise_bn_images": "1",
     "precise_bn_batch": "1", "eval_ema": "true", "ema_decay": "0.5", "log_every_steps": "3", "target_top1": "1.0",
     "checkpoint_every_epochs": "0.5", "tensorboard": "false", "save_model": "true", "seed": "4294967295",
+    "trial": "3",
     "precision": '"mixed_bfloat16"', "jit_compile": "true",
     "allreduce_compression": '"fp16"', "model_hparams": "{}",
 }
 TYPES = {k: config._TYPES[k] if config._TYPES[k] in WRONG_BY_TYPE else dict if k == "hparams" else tuple
          for k in config.FIELDS}
-RUN_CASES = [(k, v) for k in config.FIELDS for v in WRONG_BY_TYPE[TYPES[k]] + OUT_OF_RANGE.get(k, [])]
+OUT_OF_RANGE["trial"] = ["-2"]  # -1 is valid there: not a search's trial
+RUN_CASES = [(k, v) for k in config.FIELDS for v in WRONG_BY_TYPE[TYPES[k]] + OUT_OF_RANGE.get(k, [])
+             if not (k == "trial" and v == "-1")]
 # hyperparameters (optimizers.check_hparams' rules, then the optimizer built once): (optimizer, [hparams] body)
 HPARAM_CASES = [
     ("momentum", 'momentum = "x"'), ("momentum", "momentum = { a = 1 }"), ("momentum", "momentum = [0.9]"),
