@@ -12,8 +12,13 @@ SWEEP ?= experiments/$(PROFILE).toml
 # the paper's study the report maps a profile onto; auto: plots/report.py decides (the runs' data set if it is
 # one of the paper's, else cifar100 when the profile's name contains "cifar", else imagenet), as the CLI does
 PAPER_DATASET ?= auto
-# report --against: a profile's claims beside another's at the same batches (mini_90: mini's 13-39-step budgets)
+# report --against: a profile's claims beside another's at the same batches (mini_90: mini's 13-39-step budgets;
+# a folder not run yet is named in one warning line and in claims.md, never an error)
 AGAINST_mini_90 = mini
+# mini keeps the paper's untuned protocol; its claims.md sets the fair search's verdict beside it when it has run
+AGAINST_mini = mini_search
+AGAINST_mini_search = mini
+AGAINST_mini_90_search = mini_90 mini_search
 AGAINST ?= $(AGAINST_$(PROFILE))
 # WORKERS / PACK: Horovod workers per run / runs at once; unset, the sweep file's [launch] table decides.
 WORKERS ?=

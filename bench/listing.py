@@ -40,7 +40,7 @@ def optimizer_rows(extra=()) -> list[dict]:
             continue
         rows.append({"name": name, "source": "built-in" if e.plugin is None else e.plugin.describe(),
                      "role": e.role, "defaults": e.defaults, "hyperparameters": sorted(optimizers.valid_hparams(name)),
-                     "defaults_from": e.source})
+                     "defaults_from": e.source, "search_space": e.space or {}})
     return rows
 
 
@@ -136,6 +136,13 @@ def _print(doc: dict) -> None:
             others = sorted(set(row.get("hyperparameters", [])) - set(row.get("defaults", {})) - set(keras_args))
             if others:
                 print(f"      also: {', '.join(others)}")
+            if kind == "optimizer":
+                space = row.get("search_space") or {}
+                dims = [f"{k} {spec['feasible_points']}" if "feasible_points" in spec else
+                        f"{k} {spec['min']:g}..{spec['max']:g} {spec.get('scaling', 'linear')}"
+                        for k, spec in space.items()]
+                print("      search space ([search]): "
+                      + ("; ".join(dims) or "none: a [search.space.NAME] table must give one"))
         print()
 
 

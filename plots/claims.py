@@ -306,6 +306,12 @@ def _steps(doc: dict, batch: int, epochs: float) -> int:
     return int(round(epochs * doc["train_size"] / batch))
 
 
+def _comparisons(d: dict) -> list[dict]:
+    """A document's method-against-best-baseline comparisons: a grid's untuned ones; a search's tuned ones (its
+    chosen trials, judged on their confirmation reruns)."""
+    return d["tuned_claims"] if d.get("search") else d["claims"]
+
+
 def against(doc: dict, others: list[dict]) -> list[dict]:
     """Per other sweep (a claims document, or ``{sweep, missing}``): its primary claim and its claims at this
     document's batches beside this one's, each with its budget in optimizer steps. Rows of this document come
@@ -313,7 +319,7 @@ def against(doc: dict, others: list[dict]) -> list[dict]:
     ``setting`` is non-empty, e.g. another bn_momentum, has no counterpart to line up with)."""
     if not others:
         return []
-    batches = {e["global_batch"] for e in doc["claims"]}
+    batches = {e["global_batch"] for e in _comparisons(doc)} | {doc["primary"]["global_batch"]}
 
     def rows(d: dict) -> list[dict]:
         p = d["primary"]
@@ -327,7 +333,7 @@ def against(doc: dict, others: list[dict]) -> list[dict]:
                          "steps": [_steps(d, e["global_batch"], e["epochs"])], "baseline": e["baseline"],
                          "gain_points": e["gain_points"], "ci95_points": e["ci95_points"],
                          "verdict": e.get("verdict_adjusted") or e["verdict"]}
-                        for e in d["claims"] if e["global_batch"] in batches and not e.get("setting")]
+                        for e in _comparisons(d) if e["global_batch"] in batches and not e.get("setting")]
 
     out = [{"sweep": doc["sweep"], "rows": rows(doc)}]
     for d in others:

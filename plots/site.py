@@ -88,6 +88,10 @@ SUPPORTS = {
                       "when the interval is above 1).",
     "noise_scale": "claims.json's <code>noise_scale_mapping</code>: B_simple at the start and the end of training "
                    "and each batch as a multiple of both.",
+    "tuning_curve": "claims.json's <code>search.chosen</code>: the curve's right end at each batch is the chosen "
+                    "trial's validation top-1; a curve still rising there says more trials could move the choice.",
+    "performance_profile": "claims.json's <code>tuned_claims</code>: each cell's chosen trials, judged on their "
+                           "confirmation reruns, are the errors the ratios are taken of.",
 }
 AT_CLAIM = ("loss_vs_epoch_at_claim", "wall_time_at_claim")
 CURVES = ("loss_vs_epoch", "wall_time", "top1_during_training")
@@ -357,6 +361,17 @@ def _supported(name: str, doc: dict, runs: pd.DataFrame, prep: pd.DataFrame) -> 
         return SUPPORTS[name], _critical_rows(doc)
     if name == "noise_scale":
         return SUPPORTS[name], _noise_rows(doc)
+    if name in ("tuning_curve", "performance_profile") and doc.get("search"):
+        if name == "performance_profile":
+            return SUPPORTS[name], _claim_rows(doc.get("tuned_claims") or []) if doc.get("tuned_claims") else \
+                "<p>No confirmed comparison yet.</p>"
+        rows = [[esc(c["optimizer"]), esc(c["global_batch"]), _fmt(c["epochs"], "g"),
+                 esc("none feasible" if c["trial"] is None else c["trial"]), _fmt(c.get("val_top1"), ".4f", "-"),
+                 esc(f"{c['n_infeasible']} / {c['n_trials']}"),
+                 esc(", ".join(f"{k} at its {side}" for k, side in c["boundary"]) or "-")]
+                for c in doc["search"]["chosen"]]
+        return SUPPORTS[name], _table(["optimizer", "batch", "epochs", "trial", "val top-1", "infeasible",
+                                       "at a boundary"], rows, num=(1, 2, 3, 4))
     return "No claims.json entry is mapped to this figure.", ""
 
 

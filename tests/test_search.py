@@ -4,6 +4,7 @@ validation by the rule (recomputed from the runs table), confirmation reruns of 
 those reruns alone, infeasible trials counted, the boundary flag, and two concurrent sweep processes training
 every run once."""
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -178,6 +179,25 @@ def test_unequal_budgets_only_when_declared_and_then_stated(tmp_path):
     assert sweep.search.doc()["unequal_budget"] is True
     with pytest.raises(ConfigError, match="must name every optimizer"):
         grid.load(_write(tmp_path, body.replace(", nlcg-fr = 3", "")))
+
+
+def test_a_plug_ins_own_space_is_its_default_and_a_built_in_without_one_must_be_given_one(tmp_path):
+    body = ('[search]\ntrials = 3\nconfirm_seeds = [1]\n[grid]\noptimizer = ["sign-momentum", "momentum"]\n')
+    sweep = grid.load(_write(tmp_path, body))
+    assert sweep.search.sources["sign-momentum"].endswith("SignMomentum.bench_space")
+    assert set(sweep.search.spaces["sign-momentum"]) == {"base_lr", "hparams.beta", "weight_decay"}
+    betas = [c.hparams["beta"] for c in sweep.runs if c.optimizer == "sign-momentum"]
+    assert len(betas) == 3 and all(0.8 <= b <= 0.99 for b in betas) and len(set(betas)) == 3
+    import optimizers
+
+    assert optimizers.space("momentum")[0]["base_lr"]["scaling"] == "log"
+    no_space = optimizers.REGISTRY["sgd"]
+    try:
+        optimizers.REGISTRY["sgd"] = dataclasses.replace(no_space, space=None)
+        with pytest.raises(ConfigError, match=r"sgd has no default search space; valid: a \[search.space.sgd\]"):
+            grid.load(_write(tmp_path, body.replace('"sign-momentum", "momentum"', '"sgd"')))
+    finally:
+        optimizers.REGISTRY["sgd"] = no_space
 
 
 def test_a_trial_index_enters_the_run_id_only_for_trials():

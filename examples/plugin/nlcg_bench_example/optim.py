@@ -23,6 +23,11 @@ class SignMomentum(keras.optimizers.Optimizer):
     """
 
     bench_role = "method"  # the method under test in a study (the default for a plug-in; said here to show it)
+    # its default search space for a sweep's [search] (bench/search.py; a [search.space.NAME] table replaces it):
+    # base_lr is the rate at batch 256 under the linear rule, beta is sampled as 1 - beta on a log scale
+    bench_space = {"base_lr": {"min": 1e-4, "max": 1e-2, "scaling": "log"},
+                   "hparams.beta": {"min": 0.8, "max": 0.99, "scaling": "log_one_minus"},
+                   "weight_decay": {"min": 2e-5, "max": 2e-3, "scaling": "log"}}
 
     def __init__(self, learning_rate=0.001, beta=0.9, name="sign_momentum", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
