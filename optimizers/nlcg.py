@@ -21,6 +21,9 @@ Args:
     line_search_period: K, steps between checks in "step" and "paper" modes. Default 5.
     line_search_threshold: tau in percent; every row boundary of the table is 1 + 0.01 tau x (1, 2.5, ...,
         15). Default 1.0.
+    fixed_beta: None (the conjugate rule's beta, the algorithm) or a number in [0, 1]: beta held at it from
+        step 1 on (0 at t = 0 as always), so NLCG's code path runs with a heavy-ball coefficient (0.9: momentum's;
+        an ablation, issue 28). ``rule`` then changes nothing but the PR slot. Default None.
     name, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency: as in
         ``keras.optimizers.Optimizer`` (clipping acts on g before s2.1). ``weight_decay``,
         ``gradient_accumulation_steps`` and ``loss_scale_factor`` are not supported (ValueError): the harness
@@ -115,6 +118,31 @@ def conjugate_beta(rule: str, rho_new, rho, g_dot_z_prev):
     return tf.clip_by_value(numerator / (rho + EPS), 0.0, 1.0)
 
 
+def diagonal_bfgs(B, g, g_prev, s, first):
+    """s2.1: the diagonal BFGS update of B from y = g - g_prev and s (the previous weight change), skipped at
+    t = 0 (``first``) or when y.s or s.B s is below eps; returns (B, P = 1 / (B + eps), skipped). Shared by NLCG
+    and every optimizer that borrows its preconditioner (optimizers.preconditioned)."""
+    y = [gi - gp for gi, gp in zip(g, g_prev, strict=True)]
+    Bs = [b * si for b, si in zip(B, s, strict=True)]
+    ys, sBs = _dot(y, s), _dot(s, Bs)
+    skipped = first | (ys < EPS) | (sBs < EPS)  # skip rule: B unchanged
+    B = [
+        tf.where(skipped, b, tf.abs(b - (bs * bs + EPS) / (sBs + EPS) + (yi * yi + EPS) / (ys + EPS)))
+        for b, bs, yi in zip(B, Bs, y, strict=True)
+    ]
+    return B, [1.0 / (b + EPS) for b in B], skipped
+
+
+def spread(P):
+    """(mean, min, max) of the preconditioner's entries over every variable: the precond_* diagnostics."""
+    n = sum(p.shape.num_elements() for p in P)
+    return (
+        tf.add_n([tf.reduce_sum(p) for p in P]) / n,
+        tf.reduce_min(tf.stack([tf.reduce_min(p) for p in P])),
+        tf.reduce_max(tf.stack([tf.reduce_max(p) for p in P])),
+    )
+
+
 def _dot(xs, ys):
     """Global dot product over a list of per-variable tensors (no concatenation)."""
     return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(xs, ys, strict=True)])
@@ -136,6 +164,7 @@ class NLCG(keras.optimizers.Optimizer):
         line_search="step",
         line_search_period=5,
         line_search_threshold=1.0,
+        fixed_beta=None,
         name="nlcg",
         **kwargs,
     ):
@@ -154,6 +183,10 @@ class NLCG(keras.optimizers.Optimizer):
             raise ValueError(f"line_search_period = {period!r} is not valid; valid: an integer >= 1")
         if isinstance(tau, bool) or not isinstance(tau, int | float) or not tau > 0:
             raise ValueError(f"line_search_threshold = {tau!r} is not valid; valid: a number > 0 (percent)")
+        if fixed_beta is not None and (isinstance(fixed_beta, bool) or not isinstance(fixed_beta, int | float)
+                                       or not 0 <= fixed_beta <= 1):
+            raise ValueError(f"fixed_beta = {fixed_beta!r} is not valid; valid: None or a number in [0, 1]")
+        self.fixed_beta = None if fixed_beta is None else float(fixed_beta)
         self.rule = rule
         self.preconditioner = preconditioner
         self.line_search = line_search
@@ -236,24 +269,9 @@ class NLCG(keras.optimizers.Optimizer):
 
         # s2.1 preconditioner: diagonal BFGS with y = g_t - g_prev, s = u_prev [choice]
         if self.preconditioner == "bfgs":
-            B = [self._B[i].value for i in idx]
-            y = [gi - gp for gi, gp in zip(g, g_prev, strict=True)]
-            s = u_prev
-            Bs = [b * si for b, si in zip(B, s, strict=True)]
-            ys, sBs = _dot(y, s), _dot(s, Bs)
-            skipped = first | (ys < EPS) | (sBs < EPS)  # skip rule: B unchanged
-            B = [
-                tf.where(skipped, b, tf.abs(b - (bs * bs + EPS) / (sBs + EPS) + (yi * yi + EPS) / (ys + EPS)))
-                for b, bs, yi in zip(B, Bs, y, strict=True)
-            ]
-            P = [1.0 / (b + EPS) for b in B]
+            B, P, skipped = diagonal_bfgs([self._B[i].value for i in idx], g, g_prev, u_prev, first)
             Pg = [p * gi for p, gi in zip(P, g, strict=True)]
-            n = sum(p.shape.num_elements() for p in P)
-            precond = (
-                tf.add_n([tf.reduce_sum(p) for p in P]) / n,
-                tf.reduce_min(tf.stack([tf.reduce_min(p) for p in P])),
-                tf.reduce_max(tf.stack([tf.reduce_max(p) for p in P])),
-            )
+            precond = spread(P)
         else:  # P = 1
             skipped = tf.constant(True)
             Pg = g
@@ -263,7 +281,9 @@ class NLCG(keras.optimizers.Optimizer):
         z = [-x for x in Pg]
         rho_new = _dot(g, Pg)
         g_dot_z_prev = _dot(g, [self._z_prev[i].value for i in idx]) if self.rule == "pr" else None
-        beta = tf.where(first, 0.0, conjugate_beta(self.rule, rho_new, self._rho.value, g_dot_z_prev))
+        rule_beta = conjugate_beta(self.rule, rho_new, self._rho.value, g_dot_z_prev) if self.fixed_beta is None \
+            else tf.constant(self.fixed_beta)
+        beta = tf.where(first, 0.0, rule_beta)
         d = [zi + beta * di for zi, di in zip(z, d_prev, strict=True)]
 
         # s2.3 loss average (ema = L_0 at t = 0)
@@ -324,6 +344,7 @@ class NLCG(keras.optimizers.Optimizer):
                 "line_search": self.line_search,
                 "line_search_period": self.line_search_period,
                 "line_search_threshold": self.line_search_threshold,
+                "fixed_beta": self.fixed_beta,
             }
         )
         return config

@@ -64,8 +64,9 @@ def reference_table(ratio: float, alpha: float, mode: str, tau: float = 1.0) -> 
 class ReferenceNLCG:
     """docs/nlcg.md s2 on a flat float64 vector; ``step`` records (alpha, r, beta, bfgs_applied) per step."""
 
-    def __init__(self, w0, rule, preconditioner, line_search, period=5, tau=1.0):
+    def __init__(self, w0, rule, preconditioner, line_search, period=5, tau=1.0, fixed_beta=None):
         self.w = np.array(w0, np.float64)
+        self.fixed_beta = fixed_beta
         self.rule, self.preconditioner, self.line_search, self.period, self.tau = (
             rule,
             preconditioner,
@@ -99,7 +100,7 @@ class ReferenceNLCG:
             z = -P * g  # 2. direction
             rho_new = g @ (P * g)
             numerator = rho_new if self.rule == "fr" else rho_new + g @ self.z_prev
-            beta = min(max(numerator / (self.rho + EPS), 0.0), 1.0)
+            beta = min(max(numerator / (self.rho + EPS), 0.0), 1.0) if self.fixed_beta is None else self.fixed_beta
             self.d = z + beta * self.d
             self.rho = rho_new
             self.ema = 0.7 * self.ema + 0.3 * loss  # 3. loss average

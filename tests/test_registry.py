@@ -63,7 +63,10 @@ def test_nlcg_defaults_are_the_nlcg_signature_only(name):
     import inspect
 
     entry = optimizers.REGISTRY[name]
-    assert entry.defaults == _signature_defaults(optimizers.NLCG)
+    # fixed_beta came after the ids were pinned: accepted, its default (None: the conjugate rule) no registry default
+    signature = _signature_defaults(optimizers.NLCG)
+    assert signature.pop("fixed_beta") is None and "fixed_beta" in optimizers.valid_hparams(name)
+    assert entry.defaults == signature
     assert not [p for p in inspect.signature(entry.factory).parameters.values() if p.default is not p.empty]
     opt = optimizers.get(name, 0.1)
     assert opt.rule == name[-2:]
@@ -100,6 +103,8 @@ RESOLVED_DEFAULTS = {
     "nesterov": {"momentum": 0.9},
     "adam": {},
     "adamw": {"weight_decay": 0.004},
+    # added with issue 28's ablations
+    "momentum-bfgs": {"momentum": 0.9},
 }
 
 
