@@ -300,6 +300,10 @@ def test_a_search_chooses_on_validation_confirms_on_fresh_seeds_and_claims_on_th
     assert s["equal_budget"] and "4 trials per optimizer" in s["budget_statement"]
     text = claims.markdown(doc)
     assert "Tuning protocol" in text and "scrambled Halton" in text and f"{sgd_huge} of 8" in text
+    # beside another sweep (report --against), a search counts its tuned comparisons, judged on the reruns
+    rows = claims.against(doc, [doc])[1]["rows"]
+    assert [r["what"] for r in rows] == ["primary"] + ["exploratory"] * len(doc["tuned_claims"])
+    assert rows[1]["gain_points"] == doc["tuned_claims"][0]["gain_points"]
 
 
 @requires_horovod
