@@ -308,17 +308,22 @@ def test_a_search_chooses_on_validation_confirms_on_fresh_seeds_and_claims_on_th
 
 @requires_horovod
 @pytest.mark.slow
-@pytest.mark.parametrize("stagger", [0.0, 6.0])
-def test_a_search_split_across_two_concurrent_sweep_processes_trains_every_run_once(tmp_path, stagger):
+@pytest.mark.parametrize("after_rows", [0, 3, 8])
+def test_a_search_split_across_two_concurrent_sweep_processes_trains_every_run_once(tmp_path, after_rows):
+    """The second process joins at once, in the middle of the trials, or once the 8 trials are in (the
+    confirmation phase): either way every trial and every rerun is trained once."""
     path = _write(tmp_path, E2E)
+    folder = tmp_path / "results" / "srch"
     first = subprocess.Popen([PYTHON, "-m", "bench", "sweep", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
-    time.sleep(stagger)  # at once, or once the first is into its trials
+    deadline = time.time() + 300
+    while after_rows and time.time() < deadline and first.poll() is None and len(load_runs(folder)) < after_rows:
+        time.sleep(0.1)
     second = subprocess.Popen([PYTHON, "-m", "bench", "sweep", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     outs = [proc.communicate(timeout=600)[0] for proc in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, [o[-2000:] for o in outs]
-    runs, _ = _check_search_folder(tmp_path / "results" / "srch")
+    runs, _ = _check_search_folder(folder)
     assert len(runs) == 12  # no run trained twice, none left out
     trained = [o.count("] run ") for o in outs]
     assert sum(trained) == 12, trained
