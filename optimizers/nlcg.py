@@ -143,6 +143,31 @@ def spread(P):
     )
 
 
+def global_step_inputs(opt, grads, trainable_variables, who: str, what: str):
+    """(gradients, variables) of one step of an optimizer whose step is global over every variable (NLCG, and
+    the optimizers that borrow its preconditioner): ``opt`` built on first use, one gradient per variable
+    required (``what`` needs them all), a missing (None) gradient a zero one, Keras's clipping applied."""
+    if trainable_variables is None:
+        if not opt.built:
+            raise ValueError("call opt.build(variables) first, or pass the variables to apply")
+        trainable_variables = opt._trainable_variables
+    else:
+        trainable_variables = list(trainable_variables)
+        if not opt.built:
+            opt.build(trainable_variables)
+        opt._check_variables_are_known(trainable_variables)
+    if len(grads) != len(opt._trainable_variables) or len(trainable_variables) != len(grads):
+        raise ValueError(
+            f"{who} needs one gradient for each of its {len(opt._trainable_variables)} variables "
+            f"({what} is global); got {len(grads)} gradients"
+        )
+    grads = [
+        tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g, v.dtype)
+        for g, v in zip(grads, trainable_variables, strict=True)
+    ]
+    return opt._clip_gradients(grads), trainable_variables
+
+
 def _dot(xs, ys):
     """Global dot product over a list of per-variable tensors (no concatenation)."""
     return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(xs, ys, strict=True)])
@@ -223,25 +248,7 @@ class NLCG(keras.optimizers.Optimizer):
         """One NLCG step. ``loss``: the global mean loss of the batch (a scalar); required."""
         if loss is None:
             raise ValueError("NLCG needs the batch's loss: opt.apply(grads, variables, loss=loss)")
-        if trainable_variables is None:
-            if not self.built:
-                raise ValueError("call opt.build(variables) first, or pass the variables to apply")
-            trainable_variables = self._trainable_variables
-        else:
-            trainable_variables = list(trainable_variables)
-            if not self.built:
-                self.build(trainable_variables)
-            self._check_variables_are_known(trainable_variables)
-        if len(grads) != len(self._trainable_variables) or len(trainable_variables) != len(grads):
-            raise ValueError(
-                f"NLCG needs one gradient for each of its {len(self._trainable_variables)} variables "
-                f"(the direction is global); got {len(grads)} gradients"
-            )
-        grads = [
-            tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g, v.dtype)
-            for g, v in zip(grads, trainable_variables, strict=True)
-        ]
-        grads = self._clip_gradients(grads)
+        grads, trainable_variables = global_step_inputs(self, grads, trainable_variables, "NLCG", "the direction")
         self._nlcg_step(grads, trainable_variables, tf.reshape(tf.cast(loss, tf.float32), []))
         for v in trainable_variables:
             if v.constraint is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from optimizers.nlcg import diagonal_bfgs, spread
+from optimizers.nlcg import diagonal_bfgs, global_step_inputs, spread
 
 _DIAGNOSTICS = ("bfgs_skipped", "precond_mean", "precond_min", "precond_max")
 
@@ -49,19 +49,8 @@ class PreconditionedMomentum(keras.optimizers.Optimizer):
     def apply(self, grads, trainable_variables=None, loss=None):
         """One step over every variable (``loss``, the harness's step signature, is not used)."""
         del loss
-        if trainable_variables is None:
-            trainable_variables = self._trainable_variables
-        else:
-            trainable_variables = list(trainable_variables)
-            if not self.built:
-                self.build(trainable_variables)
-            self._check_variables_are_known(trainable_variables)
-        if len(grads) != len(self._trainable_variables) or len(trainable_variables) != len(grads):
-            raise ValueError(f"momentum-bfgs needs one gradient for each of its {len(self._trainable_variables)} "
-                             f"variables (the preconditioner's dot products are global); got {len(grads)}")
-        g = [tf.zeros(v.shape, v.dtype) if gi is None else tf.convert_to_tensor(gi, v.dtype)
-             for gi, v in zip(grads, trainable_variables, strict=True)]
-        g = self._clip_gradients(g)
+        g, trainable_variables = global_step_inputs(self, grads, trainable_variables, "momentum-bfgs",
+                                                    "the preconditioner's update")
         idx = [self._get_variable_index(v) for v in trainable_variables]
         v_prev = [self._v[i].value for i in idx]
         first = tf.equal(self._iterations.value, 0)

@@ -533,7 +533,8 @@ def test_bad_rule_and_missing_loss_raise():
 def test_registry_and_config_round_trip():
     assert (
         optimizers.valid_hparams("nlcg-fr")
-        == {"preconditioner", "line_search", "line_search_period", "line_search_threshold"} | KERAS_COMMON
+        == {"preconditioner", "line_search", "line_search_period", "line_search_threshold", "fixed_beta"}
+        | KERAS_COMMON
     )
     assert optimizers.valid_hparams("nlcg-pr") == optimizers.valid_hparams("nlcg-fr")
     for rule in ("fr", "pr"):
