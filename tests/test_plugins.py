@@ -76,8 +76,9 @@ def test_nesterov_adam_and_adamw_are_keras_own_baselines():
     assert optimizers.REGISTRY["adamw"].defaults == {"weight_decay": 0.004}  # Keras's, read from its signature
     with pytest.raises(ValueError, match=r"^nesterov: nesterov is not a hyperparameter; the name `nesterov` fixes"):
         optimizers.get("nesterov", 0.1, nesterov=False)
+    # the methods under test: the paper's two NLCG forms, and momentum-bfgs, an ablation of NLCG (issue 28)
     assert {n: optimizers.role(n) for n in optimizers.names() if optimizers.role(n) == "method"} == {
-        "nlcg-fr": "method", "nlcg-pr": "method"}
+        "nlcg-fr": "method", "nlcg-pr": "method", "momentum-bfgs": "method"}
 
 
 def test_the_roles_of_rows_written_before_roles_are_the_registrys():
