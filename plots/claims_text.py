@@ -205,7 +205,8 @@ def markdown(doc: dict) -> str:
             f"{doc['family_size']} comparisons with an interval. Only the primary claim and Holm verdicts are "
             "claims; the rest is exploration.", "",
             f"Selection: {doc['selection_effect']}", "", f"Divergence: {doc['divergence_rule']}", "",
-            f"### {_methods(doc)} against the best baseline (chosen on test top-1)", ""]
+            f"### {_methods(doc)} against the best baseline"
+            + (" (a search: no untuned comparison)" if doc.get("search") else " (chosen on test top-1)"), ""]
     out += (["- A search: its trials are candidates, not claims; the comparisons are the tuned ones below, each "
              "chosen trial judged on its confirmation reruns."] if doc.get("search") else
             _claim_lines(doc["claims"], tuned=False)) + [""]
