@@ -407,6 +407,8 @@ def run(sweep: Sweep, pack: int = 1, say=_log.info, max_crashes: int = attempts.
                     _log.warning(f"[group {group.index}] under Gloo (horovodrun) Horovod cannot restart after a failed "
                                  "run (no channel outside it to agree on): this invocation ends here; run it again "
                                  "to go on")
+                else:  # the chief's exit status speaks for the group: horovodrun kills every process once one
+                    failed = 0  # exits non-zero, so a peer's failure exit could cut the chief's line short
                 break
     return failed
 
