@@ -30,7 +30,7 @@ import pandas as pd
 from bench.config import ConfigError
 from bench.results import load_history, load_runs
 from plots import claims as claims_mod
-from plots import critical_batch, figures, site, stats, tuning_figures
+from plots import critical_batch, figures, site, stats, tuning, tuning_figures
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: relative paths of study.json resolve here too
 EXPERIMENTS = ROOT / "experiments"  # the profiles, for folders without study.json
@@ -392,8 +392,11 @@ def prepare(results_dir: str | Path, out_dir: str | Path, reference_csv: str | P
     doc = claims_mod.build(runs, reference, paper_dataset, asked or None, history)
     doc["against"] = claims_mod.against(doc, others)
     figures.use_roles(doc["roles"])  # one colour per optimizer in every figure, by its role
-    drawn = {name: draw(name, runs, history, reference, paper_dataset, doc["primary"]["global_batch"], target,
-                        study=declared) for name in FIGURES}
+    # a search's figures show what its claims judge: the chosen trials' confirmation reruns, one series per optimizer
+    # (the tuning figures read every trial)
+    shown = tuning.judged_runs(runs, declared)
+    drawn = {name: draw(name, runs if name in tuning_figures.FIGURES else shown, history, reference, paper_dataset,
+                        doc["primary"]["global_batch"], target, study=declared) for name in FIGURES}
     return Report(results_dir, out_dir, doc, drawn, runs)
 
 

@@ -190,7 +190,8 @@ def labels(fields: list[dict], skip: tuple = POINT_FIELDS) -> list[str]:
 
 def prepare(runs: pd.DataFrame, tuning: tuple = DEFAULT_TUNING) -> pd.DataFrame:
     """Finished runs with ``config_id``, ``budget`` (epochs), ``diverged`` (status diverged or no top-1),
-    ``label`` (what tells its configuration apart from the folder's others) and ``setting`` (the same
+    ``label`` (what tells its configuration apart from the folder's others; a ``series`` column, which a report
+    sets for the figures of a search, replaces it) and ``setting`` (the same
     without the fields optimizers are tuned in: ``tuning``, the sweep file's declaration, see
     ``bench.study.declare``; every hparams.* field is always one); one row per (configuration, seed), the latest.
 
@@ -202,8 +203,9 @@ def prepare(runs: pd.DataFrame, tuning: tuple = DEFAULT_TUNING) -> pd.DataFrame:
     records = done.to_dict("records")
     fields = [training_fields(r) for r in records]
     hparams = tuple(sorted({k for f in fields for k in _flat(f) if k.startswith("hparams.")}))
+    label = done.series.astype(str).tolist() if "series" in done else labels(fields)  # a report's own grouping
     done = done.assign(config_id=config_key(done).to_numpy(), budget=[budget_epochs(r) for r in records],
-                       diverged=(done.status == "diverged") | done.top1.isna(), label=labels(fields),
+                       diverged=(done.status == "diverged") | done.top1.isna(), label=label,
                        setting=labels(fields, POINT_FIELDS + tuple(tuning) + hparams))
     return done.drop_duplicates(["config_id", "seed"], keep="last").reset_index(drop=True)
 

@@ -107,6 +107,19 @@ def confirmations(runs: pd.DataFrame, study: dict | None, chosen_rows: pd.DataFr
     return prep[prep.config_id.isin(ids) & prep.seed.isin(search["confirm_seeds"])].reset_index(drop=True)
 
 
+def judged_runs(runs: pd.DataFrame, study: dict | None) -> pd.DataFrame:
+    """The rows of ``runs`` (every attempt) of the chosen trials on the confirmation seeds, with ``series = ""``
+    so that the figures of a search draw one series per optimizer (its chosen trial at each batch and budget)
+    rather than one per trial; ``runs`` itself when the study is no search."""
+    search = declared(study)
+    if search is None or runs.empty:
+        return runs
+    chosen_rows = chosen(trials(runs, study), study)
+    ids = set(chosen_rows.config_id.dropna())
+    keep = stats.config_key(runs).isin(ids).to_numpy() & runs.seed.isin(search["confirm_seeds"]).to_numpy()
+    return runs[keep].assign(series="").reset_index(drop=True)
+
+
 def infeasible_by_batch(chosen_rows: pd.DataFrame) -> list[dict]:
     """Per global batch: declared trials, infeasible ones and their fraction (over every optimizer and budget)."""
     out = []

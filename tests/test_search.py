@@ -300,6 +300,14 @@ def test_a_search_chooses_on_validation_confirms_on_fresh_seeds_and_claims_on_th
     assert s["equal_budget"] and "4 trials per optimizer" in s["budget_statement"]
     text = claims.markdown(doc)
     assert "Tuning protocol" in text and "scrambled Halton" in text and f"{sgd_huge} of 8" in text
+    # the report's figures show what the claims judge: the chosen trials' reruns, one series per optimizer
+    judged = tuning.judged_runs(runs, study)
+    assert sorted(judged.seed) == [1, 1, 2, 2] and set(judged.series) == {""}
+    from plots import report
+
+    drawn = report.prepare(folder, tmp_path / "figures").figures
+    names = [t for ax in drawn["top1_vs_batch"].axes for t in ax.get_legend_handles_labels()[1]]
+    assert sorted(n for n in names if "paper" not in n) == ["momentum (ours)", "sgd (ours)"], names
     # beside another sweep (report --against), a search counts its tuned comparisons, judged on the reruns
     rows = claims.against(doc, [doc])[1]["rows"]
     assert [r["what"] for r in rows] == ["primary"] + ["exploratory"] * len(doc["tuned_claims"])
