@@ -279,18 +279,6 @@ def apply(point: dict, values: dict) -> dict:
 
 
 # ---------------------------------------------------------------- the second phase
-def base(cfg: RunConfig, space: dict) -> tuple:
-    """What a study's trials share (everything but the trial, its values and the seed): its key."""
-    d = cfg.to_dict()
-    for key in space:
-        if key.startswith("hparams."):
-            d["hparams"].pop(key.split(".", 1)[1], None)
-        else:
-            d.pop(key, None)
-    d.pop("trial"), d.pop("seed")
-    return tuple(sorted((k, repr(v)) for k, v in d.items()))
-
-
 def choose(trials, rows) -> tuple[RunConfig | None, int]:
     """The chosen trial of one study and its infeasible count: ``trials`` its configs in trial order, ``rows``
     {run_id: (status, val_top1)} of the finished ones (workers are the caller's: run ids as the caller keys

@@ -183,16 +183,8 @@ def claim_next(sweep: Sweep, workers: int, group: Group, say=_log.info):
     stored = results.runs_reader(_folder(sweep), _data_dirs(sweep)).load(  # reads the files new since its last call
         ["run_id", "status", "job", "error", "started_at", "attempt"] + (["val_top1"] if sweep.search else []))
     past = attempts.Past.of(stored, group.job)
-    done = set(stored.run_id[stored.status.isin(results.DONE)]) if len(stored) else set()
-
-    def candidates():  # the trials (or a grid's runs), then the confirmation reruns of every study now settled
-        yield from sweep.runs
-        if sweep.search is not None:
-            settled = _settled(done, past, group.max_crashes, group.max_failures)
-            for _, reruns in search.confirmations(sweep.search, workers, _finished_rows(stored), settled):
-                yield from reruns
-
-    for cfg in candidates():
+    done = _done(stored)
+    for cfg in _every_run(sweep, workers, stored, past, group.max_crashes, group.max_failures):
         run_id = cfg.run_id(workers)
         if run_id in done or run_id in group.tried or run_id in past.failed_here:
             continue

@@ -143,6 +143,24 @@ def spread(P):
     )
 
 
+def refuse_unsupported(kwargs: dict, who: str) -> None:
+    """ValueError for the Keras arguments a global-step optimizer (NLCG, and those that borrow its preconditioner)
+    does not take: weight decay enters through the loss, and the harness accumulates and scales itself."""
+    for arg in ("weight_decay", "gradient_accumulation_steps", "loss_scale_factor"):
+        if kwargs.get(arg) is not None:
+            raise ValueError(
+                f"{who} does not support {arg} = {kwargs[arg]!r}; valid: None (weight decay enters "
+                "through the loss, docs/nlcg.md s2; the harness accumulates gradients itself)"
+            )
+
+
+def check_float32(var_list, who: str) -> None:
+    """ValueError unless every variable is float32 (the state and the dot products are float32)."""
+    for v in var_list:
+        if v.dtype != "float32":
+            raise ValueError(f"{who} needs float32 variables; {v.path} is {v.dtype}")
+
+
 def global_step_inputs(opt, grads, trainable_variables, who: str, what: str):
     """(gradients, variables) of one step of an optimizer whose step is global over every variable (NLCG, and
     the optimizers that borrow its preconditioner): ``opt`` built on first use, one gradient per variable
@@ -193,12 +211,7 @@ class NLCG(keras.optimizers.Optimizer):
         name="nlcg",
         **kwargs,
     ):
-        for arg in ("weight_decay", "gradient_accumulation_steps", "loss_scale_factor"):
-            if kwargs.get(arg) is not None:
-                raise ValueError(
-                    f"NLCG does not support {arg} = {kwargs[arg]!r}; valid: None (weight decay enters "
-                    "through the loss, docs/nlcg.md s2; the harness accumulates gradients itself)"
-                )
+        refuse_unsupported(kwargs, "NLCG")
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         _check_choice("rule", rule, RULES)
         _check_choice("preconditioner", preconditioner, PRECONDITIONERS)
@@ -223,9 +236,7 @@ class NLCG(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(var_list)
-        for v in var_list:
-            if v.dtype != "float32":
-                raise ValueError(f"NLCG needs float32 variables; {v.path} is {v.dtype}")
+        check_float32(var_list, "NLCG")
 
         def slot(name, initializer="zeros"):
             return [self.add_variable_from_reference(v, name=name, initializer=initializer) for v in var_list]

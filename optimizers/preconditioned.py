@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from optimizers.nlcg import diagonal_bfgs, global_step_inputs, spread
+from optimizers.nlcg import check_float32, diagonal_bfgs, global_step_inputs, refuse_unsupported, spread
 
 _DIAGNOSTICS = ("bfgs_skipped", "precond_mean", "precond_min", "precond_max")
 
@@ -25,10 +25,7 @@ class PreconditionedMomentum(keras.optimizers.Optimizer):
     """Momentum with NLCG's diagonal BFGS preconditioner (module docstring). ``momentum``: mu in [0, 1)."""
 
     def __init__(self, learning_rate=0.01, momentum=0.9, name="momentum_bfgs", **kwargs):
-        for arg in ("weight_decay", "gradient_accumulation_steps", "loss_scale_factor"):
-            if kwargs.get(arg) is not None:
-                raise ValueError(f"momentum-bfgs does not support {arg} = {kwargs[arg]!r}; valid: None (weight decay "
-                                 "enters through the loss; the harness accumulates gradients itself)")
+        refuse_unsupported(kwargs, "momentum-bfgs")
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if isinstance(momentum, bool) or not isinstance(momentum, int | float) or not 0 <= momentum < 1:
             raise ValueError(f"momentum = {momentum!r} is not valid; valid: a number in [0, 1)")
@@ -38,9 +35,7 @@ class PreconditionedMomentum(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(var_list)
-        for v in var_list:
-            if v.dtype != "float32":
-                raise ValueError(f"momentum-bfgs needs float32 variables; {v.path} is {v.dtype}")
+        check_float32(var_list, "momentum-bfgs")
         self._B = [self.add_variable_from_reference(v, name="B", initializer="ones") for v in var_list]
         self._v = [self.add_variable_from_reference(v, name="velocity") for v in var_list]
         self._g_prev = [self.add_variable_from_reference(v, name="g_prev") for v in var_list]

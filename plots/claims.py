@@ -202,7 +202,7 @@ def _best_on(column: str):
     return pick
 
 
-def _every_nlcg(rows: pd.DataFrame, baseline: bool) -> pd.DataFrame:
+def _every_method_config(rows: pd.DataFrame, baseline: bool) -> pd.DataFrame:
     if baseline:
         ok = rows[rows.top1_mean.notna()]
         return ok.loc[[ok.top1_mean.idxmax()]] if len(ok) else ok
@@ -368,7 +368,7 @@ def build(runs: pd.DataFrame, reference: pd.DataFrame | None, paper_dataset: str
     searched = tuning.declared(study)
     waiting: list[dict] = []
     if searched is None:
-        entries = _entries(choose, judge, _every_nlcg, scale, gains, "test", sides)
+        entries = _entries(choose, judge, _every_method_config, scale, gains, "test", sides)
     else:  # a search: each optimizer's trials are candidates, never claims; only the chosen trials are compared
         entries = []
         choose = _in_trial_order(choose, prep)
