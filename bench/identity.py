@@ -62,7 +62,8 @@ def identity(values: dict, workers: int | None, *, hparams: dict | None = None, 
     row's eval_batch, which set PreciseBN's batch before it existed; fields since removed are ignored).
 
     Left out, because the run never reads them: NOT_TRAINING; the synthetic_* fields unless the data set is
-    synthetic; image_size and validation_size for imagenet (streamed); width and bn_momentum for resnet50
+    synthetic; image_size, validation_size and train_subset for imagenet
+    (streamed); train_subset at 0 (every image, as before the field existed); width and bn_momentum for resnet50
     (keras.applications builds its own layers); precise_bn_* unless bn_eval is "precise"; ema_decay unless
     eval_ema. Values that train alike are written alike: image_size at the native side is 0 (nothing is
     resampled), precise_bn_batch is the batch PreciseBN runs, min(per_worker_batch, precise_bn_batch).
@@ -157,7 +158,8 @@ def _left_out(d: dict) -> dict[str, str]:
     if d["dataset"] != "synthetic":
         why.update(dict.fromkeys(SYNTHETIC_FIELDS, f"only dataset = 'synthetic' reads it, not {d['dataset']!r}"))
     if d["dataset"] == "imagenet":
-        why.update(dict.fromkeys(("image_size", "validation_size"), "imagenet (streamed) does not read it"))
+        why.update(dict.fromkeys(("image_size", "validation_size", "train_subset"),
+                                 "imagenet (streamed) does not read it"))
     if d["model"] == "resnet50":
         why.update(dict.fromkeys(("width", "bn_momentum"), "resnet50 (keras.applications) does not read it"))
     if d["model"] not in MODELS:
@@ -169,6 +171,8 @@ def _left_out(d: dict) -> dict[str, str]:
         why.update(dict.fromkeys(("precise_bn_images", "precise_bn_batch"), "only bn_eval = 'precise' reads it"))
     if not d["eval_ema"]:
         why["ema_decay"] = "only eval_ema = true reads it"
+    if not d.get("train_subset", 0):
+        why["train_subset"] = "train_subset = 0: every training image (the field enters the id of subsets only)"
     if d.get("trial", -1) < 0:
         why["trial"] = "trial = -1: the run is not a search's trial (its index enters the id of trials only)"
     return why

@@ -267,7 +267,7 @@ def _row_train_size(row: dict) -> int:
     name = str(row["dataset"])
     size = TRAIN_SIZES[name] if name in TRAIN_SIZES else int(cfg.get("synthetic_train_size",
                                                                       config.RunConfig.synthetic_train_size))
-    return size - int(cfg.get("validation_size", 0))
+    return int(cfg.get("train_subset", 0)) or size - int(cfg.get("validation_size", 0))
 
 
 def train_size(runs: pd.DataFrame) -> int:

@@ -51,7 +51,7 @@ OUT_OF_RANGE = {
     "output_dir": ['""', '"  "'],
     "dataset": ['"mnist"', '""'], "model": ['"vgg"'], "optimizer": ['"nope_opt"', '""'], "bn_eval": ['"ema"'],
     "precision": ['"float16"'], "allreduce_compression": ['"bf16"'], "model_hparams": ["{ filters = 3 }"],
-    "image_size": ["2", "513"], "seed": ["4294967296"], "validation_size": ["-5"],
+    "image_size": ["2", "513"], "seed": ["4294967296"], "validation_size": ["-5"], "train_subset": ["-5"],
     "bn_momentum": ["0.0", "1.0"], "weight_decay": ["-1e-4"], "label_smoothing": ["1.0"],
     "base_lr": ["0.0"], "init_lr": ["0"], "warmup_fraction": ["1.0"], "warmup_power": ["0.0", "-0.5"],
     "decay_factor": ["0.0", "1.5"], "ema_decay": ["1.0", "0"], "target_top1": ["1.5", "55"],
@@ -66,7 +66,7 @@ for k, more in {"epochs": ["1e308"], "eval_every_epochs": ["1e308"], "checkpoint
 # each field's valid neighbour: the positive control
 VALID = {
     "sweep": '"ok_name-2"', "output_dir": '"elsewhere"', "dataset": '"cifar10"', "data_dir": '"/nowhere"',
-    "augment": "false", "image_size": "4", "validation_size": "10", "synthetic_image_size": "4",
+    "augment": "false", "image_size": "4", "validation_size": "10", "train_subset": "100", "synthetic_image_size": "4",
     "synthetic_channels": "1", "synthetic_classes": "2", "synthetic_train_size": "256", "synthetic_test_size": "128",
     "model": '"resnet14"', "width": "8", "bn_momentum": "0.9", "weight_decay": "0", "label_smoothing": "0.1",
     "optimizer": '"rmsprop"', "hparams": "{ momentum = 0.5 }", "global_batch": "256", "per_worker_batch": "64",
@@ -112,7 +112,8 @@ def test_each_fields_valid_neighbour_loads(tmp_path, key):
 
 def test_a_budget_is_needed_and_the_dataset_decides_what_is_read(tmp_path):
     for top, words in (({"steps": "0", "epochs": "0"}, ["epochs", "steps"]),
-                       ({"dataset": '"imagenet"', "image_size": "8"}, ["image_size", "imagenet"])):
+                       ({"dataset": '"imagenet"', "image_size": "8"}, ["image_size", "imagenet"]),
+                       ({"dataset": '"imagenet"', "train_subset": "8"}, ["train_subset", "imagenet"])):
         with pytest.raises(ConfigError) as e:
             config.load(_toml(tmp_path, top))
         _one_line(e, *words)

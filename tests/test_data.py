@@ -369,6 +369,32 @@ def test_validation_split_is_held_out_of_training_and_the_same_for_every_seed():
         data.info(synthetic(validation_size=4096, synthetic_train_size=4096))
 
 
+def test_train_subset_is_a_fixed_draw_of_the_training_images_left_after_validation():
+    cfg = synthetic(validation_size=30, train_subset=40)
+    sub_x, sub_y = data.load_arrays(cfg, "train")
+    train_x, _ = data.load_arrays(synthetic(validation_size=30), "train")
+    rows = lambda a: [r.tobytes() for r in a]  # noqa: E731
+    # the subset is the draw subset_indices makes of the training images left after validation (a NumPy
+    # re-derivation of the draw), in their order; validation and test are unchanged
+    from bench.data.in_memory import SUBSET_SEED
+    ref = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(train_x))[:40])
+    assert rows(sub_x) == rows(train_x[ref]) and len(sub_y) == 40 == data.info(cfg).train_size
+    np.testing.assert_array_equal(data.load_arrays(cfg, "validation")[0],
+                                  data.load_arrays(synthetic(validation_size=30), "validation")[0])
+    np.testing.assert_array_equal(data.load_arrays(cfg, "test")[0], data.load_arrays(synthetic(), "test")[0])
+    # the same images for every run seed; the stream draws its batches from them alone
+    np.testing.assert_array_equal(data.load_arrays(synthetic(validation_size=30, train_subset=40, seed=7),
+                                                   "train")[0], sub_x)
+    plain = dataclasses.replace(cfg, augment=False)
+    images, _ = next(iter(data.train_dataset(plain, workers=1, rank=0, micro_batch=40, accumulation=1)))
+    assert sorted(match(images.numpy(), sub_x)) == list(range(40))  # one epoch: each subset image once
+    n = len(train_x)
+    for bad in (n, n + 1):
+        with pytest.raises(data.DataError, match=rf"train_subset = {bad}; valid: 0 \(all {n} training images, "
+                                                 rf"validation held out\) or 1 \.\. {n - 1}"):
+            data.info(synthetic(validation_size=30, train_subset=bad))
+
+
 def test_image_size_area_downsamples():
     cfg = synthetic(synthetic_image_size=16, image_size=8)
     small, _ = data.load_arrays(cfg, "train")

@@ -27,6 +27,7 @@ from bench.data.common import AUGMENT, AUTOTUNE, PRECISE_BN, SHUFFLE, DataError,
 
 PAD = 4  # pixels of zero padding before the random crop (NLCG.md s4; TF's cifar reference pads with zeros)
 VALIDATION_SEED = 20181202  # the held-out validation images are the same draw for every run seed
+SUBSET_SEED = 20181203  # and so is train_subset's draw from the images left for training
 _DOWNSAMPLE_CHUNK = 8192  # images resized at once (bounds the float32 copy)
 
 
@@ -36,6 +37,15 @@ def validation_indices(n: int, validation_size: int) -> np.ndarray:
     if not 0 <= validation_size < n:
         raise DataError(f"validation_size = {validation_size}; valid: 0 .. {n - 1} (the training set has {n})")
     return np.sort(np.random.default_rng(VALIDATION_SEED).permutation(n)[:validation_size])
+
+
+def subset_indices(n: int, train_subset: int) -> np.ndarray:
+    """Sorted indices int64 [train_subset] of the ``n`` training images (validation held out) a run with
+    ``train_subset`` > 0 trains on: a fixed draw (SUBSET_SEED), the same for every run seed."""
+    if not 0 < train_subset < n:
+        raise DataError(f"train_subset = {train_subset}; valid: 0 (all {n} training images, validation held "
+                        f"out) or 1 .. {n - 1}")
+    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:train_subset])
 
 
 def downsample(images: np.ndarray, size: int) -> np.ndarray:
@@ -61,13 +71,18 @@ def _cached(reader: InMemory, source: tuple) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=6)
-def _prepared(reader: InMemory, source: tuple, split: str, validation_size: int, image_size: int):
-    """``_cached`` with the validation images held out of (or kept from) the training split, downsampled."""
+def _prepared(reader: InMemory, source: tuple, split: str, validation_size: int, image_size: int,
+              train_subset: int = 0):
+    """``_cached`` with the validation images held out of (or kept from) the training split, the training
+    split cut to its ``train_subset`` draw, downsampled."""
     images, labels = _cached(reader, source)
     if split != "test" and validation_size:
         held = np.zeros(len(labels), bool)
         held[validation_indices(len(labels), validation_size)] = True
         keep = held if split == "validation" else ~held
+        images, labels = images[keep], labels[keep]
+    if split == "train" and train_subset:
+        keep = subset_indices(len(labels), train_subset)
         images, labels = images[keep], labels[keep]
     if image_size:
         images = downsample(images, image_size)
@@ -136,7 +151,7 @@ def _batches(indices: tf.data.Dataset, arrays: tuple[np.ndarray, np.ndarray], au
 class InMemory(abc.ABC):
     """The Reader interface (bench.data.common.Reader) of a data set held in memory. A subclass says what
     identifies the arrays of a split (``source``), how to read them (``read``) and what the files hold
-    (``native_info``); this class applies ``validation_size`` and ``image_size`` and builds the streams."""
+    (``native_info``); this class applies ``validation_size``, ``train_subset`` and ``image_size`` and builds the streams."""
 
     name: str
 
@@ -154,15 +169,17 @@ class InMemory(abc.ABC):
         """The files' own shapes and sizes (without reading the pixels)."""
 
     def info(self, cfg: RunConfig) -> DatasetInfo:
-        """``native_info`` with ``image_size`` and ``validation_size`` applied (DataError if the latter does
-        not fit the training set)."""
+        """``native_info`` with ``image_size``, ``validation_size`` and ``train_subset`` applied (DataError if
+        the latter two do not fit the training set)."""
         native = self.native_info(cfg)
         validation_indices(native.train_size, cfg.validation_size)  # raises if it does not fit
+        train_size = native.train_size - cfg.validation_size
+        if cfg.train_subset:
+            train_size = len(subset_indices(train_size, cfg.train_subset))  # raises if it does not fit
         shape = native.image_shape
         if cfg.image_size:
             shape = (cfg.image_size, cfg.image_size, shape[2])
-        return DatasetInfo(native.name, shape, native.num_classes, native.train_size - cfg.validation_size,
-                           native.test_size)
+        return DatasetInfo(native.name, shape, native.num_classes, train_size, native.test_size)
 
     def check(self, cfg: RunConfig) -> None:
         """Read every split in full (and cache it for the pipelines)."""
@@ -174,9 +191,10 @@ class InMemory(abc.ABC):
         """Images uint8 [N, H, W, C] and labels int32 [N]; read-only, cached (see bench.data.load_arrays)."""
         check_split(cfg, split)
         source = self.source(cfg, "test" if split == "test" else "train")
-        if not cfg.validation_size and not cfg.image_size:
+        if not cfg.validation_size and not cfg.image_size and not cfg.train_subset:
             return _cached(self, source)
-        return _prepared(self, source, split, cfg.validation_size, cfg.image_size)
+        return _prepared(self, source, split, cfg.validation_size, cfg.image_size,
+                         cfg.train_subset if split == "train" else 0)
 
     def train(self, cfg: RunConfig, *, workers: int, rank: int, micro_batch: int, accumulation: int,
               start_step: int) -> tf.data.Dataset:
