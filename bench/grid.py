@@ -17,6 +17,8 @@ GRID = "grid"
 LAUNCH = "launch"  # [launch] workers = W, pack = K, max_crashes = M, max_failures = F: defaults for the CLI's flags
 OPT_HPARAMS = "optimizer_hparams"
 OPT_OVERRIDES = "optimizer_overrides"
+HP = "hparams."  # a [[grid]] axis "hparams.NAME" = [...]: the optimizer hyperparameter NAME's values
+VARIANT, COMPARE = "variant", "compare"  # a [[grid]] table's name as a variant, and what its runs are compared with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,10 @@ class Sweep:
     roles: dict = dataclasses.field(default_factory=dict)  # optimizer -> baseline or method, [claim] applied
     tuning: tuple = ("base_lr",)  # the fields optimizers are tuned in: base_lr, hparams, [optimizer_overrides]'s
     search: object = None  # bench.search.Search of a [search] table: ``runs`` are its trials; None: a grid
+    # name -> {"compare": [optimizer, ...], "by_optimizer": {optimizer: {axis: [value, ...]}}}: the [[grid]]
+    # tables named ``variant = "NAME"`` (ablations, rules, other settings), which the report draws and compares
+    # on their own and never pools with the study's other runs (bench.study.variant_of reads a run's back)
+    variants: dict = dataclasses.field(default_factory=dict)
 
 
 FOLDER_FIELDS = ("sweep", "output_dir")  # every run of a sweep writes to one folder: <output_dir>/<sweep>/
@@ -38,9 +44,12 @@ FOLDER_FIELDS = ("sweep", "output_dir")  # every run of a sweep writes to one fo
 
 def _check_grid(path, grid: dict, where: str) -> None:
     for key, options in grid.items():
-        if key == "hparams" or key not in config.FIELDS:
+        if where == GRID and key.startswith(HP) and key != HP:  # a hyperparameter's axis (checked per run)
+            pass
+        elif key == "hparams" or key not in config.FIELDS:
             valid = ", ".join(sorted(set(config.FIELDS) - {"hparams", *FOLDER_FIELDS}))
-            hint = f" (hyperparameters: [{OPT_HPARAMS}.NAME] or [hparams])" if key == "hparams" else ""
+            hint = f" (hyperparameters: \"hparams.NAME\" = [...], [{OPT_HPARAMS}.NAME] or [hparams])" \
+                if key.startswith("hparams") else ""
             raise ConfigError(f"{path}: [{where}] key {key!r} is not a run config field{hint}; valid: {valid}")
         if key in FOLDER_FIELDS:
             raise ConfigError(f"{path}: [{where}] key {key!r} cannot vary: every run of a sweep writes to one "
@@ -80,24 +89,47 @@ def _one_run(path, first: tuple, second: tuple) -> str:
             f"give {' and '.join(fields)} one value here (each value in a sweep of its own name to run both)")
 
 
-def _grids(path, values: dict) -> list[dict]:
-    """``[grid]`` or ``[[grid]]`` as a list of tables, each checked; no grid: one point, the file's values."""
+def _grids(path, values: dict) -> tuple[list[dict], list[dict]]:
+    """``[grid]`` or ``[[grid]]`` as a list of tables, each checked, and each table's ``variant`` and ``compare``
+    ({} for a table of the study itself); no grid: one point, the file's values."""
     if GRID not in values:
-        return [{}]
+        return [{}], [{}]
     grids = values.pop(GRID)
     grids = grids if isinstance(grids, list) else [grids]
     if not grids:
         raise ConfigError(f"{path}: {GRID} = [] has no tables; valid: [{GRID}] or [[{GRID}]] tables of lists")
+    tags = []
     for n, grid in enumerate(grids, 1):
         where = f"[{GRID}]" if len(grids) == 1 else f"[[{GRID}]] table {n}"
         if not isinstance(grid, dict):
             raise ConfigError(f"{path}: {where} = {config.show(grid)} is not a table; valid: [{GRID}] or [[{GRID}]] "
                               "tables of lists (field = [value, ...])")
+        grid = grids[n - 1] = dict(grid)
+        named = {k: grid.pop(k) for k in (VARIANT, COMPARE) if k in grid}
         if not grid:
             raise ConfigError(f"{path}: {where} is empty; valid: field = [value, ...] (a sweep of the file's values "
                               f"alone needs no [{GRID}])")
         _check_grid(path, grid, GRID)
-    return grids
+        tags.append(_variant_tag(path, where, named))
+    return grids, tags
+
+
+def _variant_tag(path, where: str, named: dict) -> dict:
+    """A table's ``variant = "NAME"`` and ``compare = [optimizer, ...]`` checked ({} when it names none)."""
+    name, compare = named.get(VARIANT), named.get(COMPARE)
+    if COMPARE in named and VARIANT not in named:
+        raise ConfigError(f"{path}: {where} compare = {config.show(compare)} without variant = \"NAME\"; valid: "
+                          "compare in a table named as a variant (the study's own runs are compared by [claim])")
+    if VARIANT not in named:
+        return {}
+    if not isinstance(name, str) or not name.strip() or not name.isprintable() or name != name.strip():
+        raise ConfigError(f"{path}: {where} variant = {config.show(name)} must be a name: printable text, not empty, "
+                          "without leading or trailing spaces")
+    if compare is not None and (not isinstance(compare, list) or not compare or not all(map(_is_optimizer, compare))
+                                or len(set(compare)) < len(compare)):
+        raise ConfigError(f"{path}: {where} compare = {config.show(compare)} must list optimizers the study runs, each "
+                          f"once; valid: some of {', '.join(_registry_names())}")
+    return {VARIANT: name, **({COMPARE: compare} if compare is not None else {})}
 
 
 def _check_overrides(path, overrides: list[str], grids: list[dict], per_opt: dict, per_opt_fields: dict) -> None:
@@ -105,6 +137,7 @@ def _check_overrides(path, overrides: list[str], grids: list[dict], per_opt: dic
     axes = {k for grid in grids for k in grid}
     own = {k: name for name, fields in per_opt_fields.items() for k in fields}
     own_hp = {k: name for name, hp in per_opt.items() for k in hp}
+    hp_axes = {k[len(HP):] for k in axes if k.startswith(HP)}
     for item in overrides:
         key, value = config.parse_override(item)
         if key in axes:
@@ -116,6 +149,9 @@ def _check_overrides(path, overrides: list[str], grids: list[dict], per_opt: dic
         names = [key.split(".", 1)[1]] if key.startswith("hparams.") else \
             list(value) if key == "hparams" and isinstance(value, dict) else []
         for name in names:
+            if name in hp_axes:
+                raise ConfigError(f"{path}: --set {item!r}: hparams.{name} is a [{GRID}] axis of this file, whose "
+                                  f"values win over --set; valid: --set a hyperparameter the grid does not list")
             if name in own_hp:
                 raise ConfigError(f"{path}: --set {item!r}: [{OPT_HPARAMS}.{own_hp[name]}] sets {name} for "
                                   f"{own_hp[name]}'s runs, which would not take --set; valid: a hyperparameter no "
@@ -139,7 +175,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
                           f"({', '.join(sorted(config.FIELDS))}) or a table: [{GRID}] or [[{GRID}]], "
                           f"[{OPT_HPARAMS}.NAME], [{OPT_OVERRIDES}.NAME], [{LAUNCH}], [{CLAIM}]")
     values.setdefault("sweep", Path(path).stem)
-    grids = _grids(path, values)
+    grids, tags = _grids(path, values)
     per_opt = values.pop(OPT_HPARAMS, {})
     per_opt_fields = values.pop(OPT_OVERRIDES, {})
     launch = values.pop(LAUNCH, {})
@@ -178,13 +214,23 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     if searching is not None:
+        if any(tags):
+            raise ConfigError(f"{path}: a [[{GRID}]] table named as a variant ({next(t for t in tags if t)[VARIANT]!r}) "
+                              f"in a [{search.SEARCH}] sweep, where every run is a trial; valid: the variant in a "
+                              "sweep file of its own")
         searching = _searched(path, searching, base, grids, per_opt, per_opt_fields)
-    runs, seen, studies = [], {}, []
-    for grid in grids:
+    runs, seen, studies, tables_of = [], {}, [], {}
+    for n_table, (grid, tag) in enumerate(zip(grids, tags, strict=True)):
         for combo in _points(grid, per_opt_fields, base.get("optimizer", RunConfig.optimizer)):
-            point = {**base, **combo}
+            point = {**base, **{k: v for k, v in combo.items() if not k.startswith(HP)}}
             opt = point.get("optimizer", RunConfig.optimizer)
-            point["hparams"] = {**base["hparams"], **(per_opt.get(opt, {}) if isinstance(opt, str) else {})}
+            own_hp = per_opt.get(opt, {}) if isinstance(opt, str) else {}
+            axis_hp = {k[len(HP):]: v for k, v in combo.items() if k.startswith(HP)}
+            clash = sorted(set(own_hp) & set(axis_hp))
+            if clash:
+                raise ConfigError(f"{path}: hparams.{clash[0]} is a [{GRID}] axis and set by [{OPT_HPARAMS}.{opt}] "
+                                  "too; valid: one of them")
+            point["hparams"] = {**base["hparams"], **own_hp, **axis_hp}
             trials = [(point, combo)] if searching is None else [
                 (search.apply({**point, "trial": k}, v), {**combo, "trial": k})
                 for k, v in enumerate(searching.values[opt])]
@@ -200,6 +246,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
                     study.append(cfg)
                 elif first[0] != cfg:  # the same values again (overlapping tables, repeated values) are one run
                     raise ConfigError(_one_run(path, first, (cfg, where)))
+                tables_of.setdefault(id(first[0]), []).append(n_table)
             if study:
                 studies.append(tuple(study))
     if not runs:
@@ -218,8 +265,14 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
             shown.setdefault(k, [])
             shown[k] += [x for x in v if x not in shown[k]]
     tuning = tuple(sorted({"base_lr"} | {k for fields in per_opt_fields.values() for k in fields}
-                          | {f"hparams.{k}" for hp in per_opt.values() for k in hp}))
-    judged = runs
+                          | {f"hparams.{k}" for hp in per_opt.values() for k in hp}
+                          | {k for grid, tag in zip(grids, tags, strict=True) if not tag for k in grid
+                             if k.startswith(HP)}))
+    # the study's own runs (those of a table not named as a variant); a variant's are compared with them
+    judged = own = [c for c in runs if any(not tags[t] for t in tables_of[id(c)])]
+    if not own:
+        raise ConfigError(f"{path}: every [[{GRID}]] table is named as a variant: the study has no runs of its own to "
+                          "compare them with; valid: at least one table without variant = \"NAME\"")
     if searching is not None:
         searching = dataclasses.replace(searching.search, studies=tuple(studies))
         tuning = tuple(sorted({*tuning, "trial", *(k for sp in searching.spaces.values() for k in sp)}))
@@ -230,8 +283,61 @@ def load(path: str | Path, overrides: list[str] = ()) -> Sweep:
     declared = declaration(path, claim, judged)
     if searching is not None:
         declared["confirm_seeds"] = list(searching.confirm_seeds)
+    keys = sorted({k for grid in grids for k in grid} | {k for f in per_opt_fields.values() for k in f}
+                  | {f"{HP}{k}" for hp in per_opt.values() for k in hp} | {"optimizer"})
+    variants = _variants(path, runs, tables_of, tags, keys, own, declared["optimizer"])
     return Sweep(name=runs[0].sweep, runs=tuple(runs), grid=shown, launch=launch, claim=declared, tuning=tuning,
-                 roles=roles(runs, declared), search=searching)
+                 roles=roles(runs, declared), search=searching, variants=variants)
+
+
+def axis_value(cfg: dict, key: str):
+    """A run config dict's value of a grid axis (``hparams.NAME``: its hyperparameter as given, None when it is
+    not given), JSON-canonical (tuples as lists), for matching a run with a variant's values."""
+    import json
+
+    value = (cfg.get("hparams") or {}).get(key[len(HP):]) if key.startswith(HP) else cfg.get(key)
+    return json.loads(json.dumps(value))
+
+
+def _variants(path, runs, tables_of: dict, tags: list[dict], keys: list[str], own: list, method: str) -> dict:
+    """Sweep.variants: ``tables``, per [[grid]] table its variant name (None: the study's own) and, per optimizer,
+    the values every axis of the file takes in its runs (what bench.study.memberships matches a run's config
+    against: a table is a product per optimizer); ``variants``, each variant's comparisons. {} when no table is
+    named."""
+    if not any(tags):
+        return {}
+    ran = list(dict.fromkeys(c.optimizer for c in own))
+    compare = {}
+    for tag in tags:
+        if not tag:
+            continue
+        name = tag[VARIANT]
+        if COMPARE in tag and compare.get(name) not in (None, tag[COMPARE]):
+            raise ConfigError(f"{path}: variant {name!r} has compare = {config.show(compare[name])} in one table and "
+                              f"{config.show(tag[COMPARE])} in another; valid: one list (or compare in one table)")
+        if COMPARE in tag:
+            missing = [o for o in tag[COMPARE] if o not in ran]
+            if missing:
+                raise ConfigError(f"{path}: variant {name!r} compare = {config.show(tag[COMPARE])}: {missing[0]} has no "
+                                  f"runs in the study's own tables; valid: some of {', '.join(ran)}")
+        compare[name] = tag.get(COMPARE, compare.get(name))
+    tables = [{VARIANT: tag.get(VARIANT), "by_optimizer": {}} for tag in tags]
+    for cfg in runs:
+        d = cfg.to_dict()
+        for t in tables_of[id(cfg)]:
+            per = tables[t]["by_optimizer"].setdefault(cfg.optimizer, {k: [] for k in keys})
+            for k in keys:
+                v = axis_value(d, k)
+                if v not in per[k]:
+                    per[k].append(v)
+    out = {}
+    for name, listed in compare.items():
+        opts = list(dict.fromkeys(o for t in tables if t[VARIANT] == name for o in t["by_optimizer"]))
+        # default: its own optimizers' study runs (where there are some), and the method under test
+        out[name] = {COMPARE: listed or list(dict.fromkeys([*(o for o in opts if o in ran),
+                                                            *([method] if method in ran else [])])),
+                     "optimizers": opts}
+    return {"tables": tables, "variants": out}
 
 
 @dataclasses.dataclass(frozen=True)

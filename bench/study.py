@@ -137,6 +137,8 @@ def declare(sweep, source: str | Path, now: str) -> Path:
            "tuning_fields": list(sweep.tuning)}
     if getattr(sweep, "search", None) is not None:  # the tuning protocol (bench.search), declared with the claim
         doc["search"] = sweep.search.doc()
+    if getattr(sweep, "variants", None):  # the named [[grid]] tables (bench.grid.Sweep.variants)
+        doc["variants"] = sweep.variants
     targets = sorted({c.target_top1 for c in sweep.runs})
     if len(targets) == 1 and targets[0] > 0:  # outside the run id: the report re-evaluates steps to it (plots)
         doc["target_top1"] = targets[0]
@@ -146,7 +148,7 @@ def declare(sweep, source: str | Path, now: str) -> Path:
         old = None
 
     def declared(d: dict) -> dict:  # what a declaration says; keys it did not have yet do not make it another
-        keys = [k for k in ("claim", "roles", "tuning_fields", "target_top1", "search") if k in old or k != "roles"]
+        keys = [k for k in ("claim", "roles", "tuning_fields", "target_top1", "search", "variants") if k in old or k != "roles"]
         claim = {k: v for k, v in (d.get("claim") or {}).items() if k in (old.get("claim") or {})}
         return {**{k: d.get(k) for k in keys}, "claim": claim}
 
@@ -176,3 +178,22 @@ def _is_optimizer(name) -> bool:
     except ValueError:
         return False
     return True
+
+
+def memberships(values: dict, variants: dict | None) -> tuple[bool, list[str]]:
+    """Where run config dict ``values`` (a runs row's ``config`` JSON) belongs by study.json ``variants``
+    (bench.grid.Sweep.variants): whether it is a run of the study's own tables, and the variants whose table it
+    is a point of (its value on every axis of the sweep file among theirs). No variants declared: (True, [])."""
+    from bench.grid import axis_value
+
+    if not variants:
+        return True, []
+    own, named = False, []
+    for table in variants.get("tables", []):
+        per = table.get("by_optimizer", {}).get(values.get("optimizer"))
+        if per and all(axis_value(values, k) in options for k, options in per.items()):
+            if table.get("variant") is None:
+                own = True
+            elif table["variant"] not in named:
+                named.append(table["variant"])
+    return own, named

@@ -100,15 +100,28 @@ def status(sweep: Sweep, workers: int, max_crashes: int = attempts.MAX_CRASHES,
         elif len(found):
             state = f"{found.status.iloc[-1]} (will retry)"
         top1 = found.top1.iloc[-1] if len(found) and "top1" in found else float("nan")
-        rows.append({**{k: getattr(cfg, k) for k in keys}, "run_id": rid, "state": state,
+        rows.append({**_values(sweep, cfg, keys), "run_id": rid, "state": state,
                      "crashed": past.crashes.get(rid, 0), "failed": past.failed_in_a_row.get(rid, 0), "top1": top1})
     if sweep.search is not None:
         settled = _settled(_done(stored), past, max_crashes, max_failures)
         for first, left in search.waiting(sweep.search, workers, settled):
-            rows.append({**{k: getattr(first, k) for k in keys}, "trial": "chosen", "seed": "confirm",
+            rows.append({**_values(sweep, first, keys), "trial": "chosen", "seed": "confirm",
                          "run_id": "-", "state": f"waiting for {left} trial(s)", "crashed": 0, "failed": 0,
                          "top1": float("nan")})
     return pd.DataFrame(rows)
+
+
+def _values(sweep: Sweep, cfg: RunConfig, keys: list[str]) -> dict:
+    """A run's values of the sweep's axes (``hparams.NAME``: its hyperparameter, "-" where it takes the default),
+    and, in a sweep with named tables, the variants it belongs to ("-": the study's own runs alone)."""
+    from bench import grid, study
+
+    d = cfg.to_dict()
+    out = {k: "-" if (v := grid.axis_value(d, k)) is None and k.startswith(grid.HP) else v for k in keys}
+    if sweep.variants:
+        own, named = study.memberships(d, sweep.variants)
+        out["variant"] = ", ".join(named) + (" (and the study's)" if own and named else "") if named else "-"
+    return out
 
 
 def _done(stored) -> set:
@@ -249,7 +262,8 @@ def _skipping(sweep: Sweep, cfg: RunConfig, workers: int, group: Group, past: at
 
 def _describe(sweep: Sweep, cfg: RunConfig, workers: int) -> str:
     """The run's id and, when the sweep has a grid, its grid values: every line about a run names it."""
-    values = ", ".join(f"{k}={getattr(cfg, k)}" for k in [*sweep.grid, *(["seed"] if sweep.search else [])])
+    values = ", ".join(f"{k}={v}" for k, v in _values(sweep, cfg, [*sweep.grid, *(["seed"] if sweep.search else [])]
+                                                      ).items())
     return f"{cfg.run_id(workers)} ({values})" if values else cfg.run_id(workers)
 
 
