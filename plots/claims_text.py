@@ -234,4 +234,8 @@ def markdown(doc: dict) -> str:
     else:
         out.append("- The paper publishes no table for this study: only the claim above (paper_gain_points: null).")
     out += [f"- {c}" for c in doc["caveats"]]
+    if doc.get("variants"):  # the variants, and last the paragraph on which component carries the gain
+        from plots import ablation
+
+        out += [""] + ablation.lines(doc) + ["## Which component carries the gain", "", doc["variants"]["paragraph"]]
     return "\n".join(out) + "\n"

@@ -30,7 +30,7 @@ import pandas as pd
 from bench.config import ConfigError
 from bench.results import load_history, load_runs
 from plots import claims as claims_mod
-from plots import critical_batch, figures, site, stats, tuning, tuning_figures
+from plots import ablation, critical_batch, figures, site, stats, tuning, tuning_figures
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: relative paths of study.json resolve here too
 EXPERIMENTS = ROOT / "experiments"  # the profiles, for folders without study.json
@@ -47,7 +47,7 @@ TARGET_FIGURES = ("steps_to_target", "critical_batch")  # drawn at the one targe
 STUDY_KEYS = {"sweep": ((str,), False), "source": ((str,), False), "claim": ((dict, type(None)), True),
               "tuning_fields": ((list,), True), "declared_at": ((str, type(None)), False),
               "previous": ((list,), False), "target_top1": ((int, float), False), "roles": ((dict,), False),
-              "search": ((dict,), False)}
+              "search": ((dict,), False), "variants": ((dict,), False)}
 CLAIM_TYPES = {"optimizer": (str,), "baseline": (str,), "baselines": (list,), "global_batch": (int,), "epochs": (list,),
                "confirm_seeds": (list,), "declared": (bool,)}
 
@@ -389,14 +389,18 @@ def prepare(results_dir: str | Path, out_dir: str | Path, reference_csv: str | P
     target = asked_target(declared, runs, history)
     asked = {**(declared or {}), **({"target_top1": target} if target is not None and not math.isnan(target) else {})}
     others = [_other(Path(f), reference, paper_dataset) for f in against]
-    doc = claims_mod.build(runs, reference, paper_dataset, asked or None, history)
+    own = ablation.split(runs, declared)  # the study's own runs; its variants are compared with them on their own
+    doc = claims_mod.build(own, reference, paper_dataset, asked or None, history)
+    doc["variants"] = ablation.build(runs, declared, doc, history)
     doc["against"] = claims_mod.against(doc, others)
     figures.use_roles(doc["roles"])  # one colour per optimizer in every figure, by its role
     # a search's figures show what its claims judge: the chosen trials' confirmation reruns, one series per optimizer
     # (the tuning figures read every trial)
-    shown = tuning.judged_runs(runs, declared)
-    drawn = {name: draw(name, runs if name in tuning_figures.FIGURES else shown, history, reference, paper_dataset,
+    shown = tuning.judged_runs(own, declared)
+    drawn = {name: draw(name, own if name in tuning_figures.FIGURES else shown, history, reference, paper_dataset,
                         doc["primary"]["global_batch"], target, study=declared) for name in FIGURES}
+    if doc["variants"]:
+        drawn.update({name: ablation.draw(name, runs, declared, doc, history, reference) for name in ablation.FIGURES})
     return Report(results_dir, out_dir, doc, drawn, runs)
 
 

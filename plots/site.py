@@ -65,6 +65,11 @@ FIGURE_TEXT = {
                     "median and 95 % band over random subsets of each optimizer's trials.",
     "performance_profile": "AlgoPerf's performance profile: per optimizer, the fraction of (batch, budget) cells "
                            "where its chosen trial's top-1 error is within tau of the cell's best.",
+    "ablation": "Top-1 of the study's optimizers and of every variant (ablations, other rules) at the primary claim's "
+                "batch, seeds as points; beside it the study's optimizers against the batch, with the paper's table "
+                "on a second axis.",
+    "diagnostics": "At the primary claim's batch, over the budget: the scheduled learning rate of every series, and "
+                   "NLCG's alpha, beta and preconditioner spread for the series that log them.",
 }
 # how each figure maps onto claims.json, said beside it ({...}: filled in by _supported)
 SUPPORTS = {
@@ -92,6 +97,11 @@ SUPPORTS = {
                     "trial's validation top-1; a curve still rising there says more trials could move the choice.",
     "performance_profile": "claims.json's <code>tuned_claims</code>: each cell's chosen trials, judged on their "
                            "confirmation reruns, are the errors the ratios are taken of.",
+    "ablation": "claims.json's <code>variants</code>: each bar is a <code>series</code> entry (a variant's chosen "
+                "configuration); beside it the <code>comparisons</code>, each variant against a study optimizer at one "
+                "cell, with Holm's verdict over the variant family.",
+    "diagnostics": "claims.json's <code>variants.diagnostics</code>: the same history, summarised per series over "
+                   "every logged step of every seed.",
 }
 AT_CLAIM = ("loss_vs_epoch_at_claim", "wall_time_at_claim")
 CURVES = ("loss_vs_epoch", "wall_time", "top1_during_training")
@@ -372,6 +382,20 @@ def _supported(name: str, doc: dict, runs: pd.DataFrame, prep: pd.DataFrame) -> 
                 for c in doc["search"]["chosen"]]
         return SUPPORTS[name], _table(["optimizer", "batch", "epochs", "trial", "val top-1", "infeasible",
                                        "at a boundary"], rows, num=(1, 2, 3, 4))
+    if name == "ablation" and doc.get("variants"):
+        rows = [[esc(e["series"]), esc(e["global_batch"]), _fmt(e["epochs"], "g"), esc(e["against"]),
+                 _fmt(e.get("gain_points"), "+.2f"),
+                 esc(f"[{e['ci95_points'][0]:+.2f}, {e['ci95_points'][1]:+.2f}]") if e.get("ci95_points") else "-",
+                 _fmt(e.get("p_holm"), ".3g"), _verdict(e["verdict_adjusted"])]
+                for e in doc["variants"]["comparisons"]]
+        return SUPPORTS[name], _table(["variant", "batch", "epochs", "against", "gain", "95 %", "p (Holm)",
+                                       "verdict"], rows, num=(1, 2, 4, 6))
+    if name == "diagnostics" and doc.get("variants"):
+        rows = [[esc(d["series"]), esc(d["runs"]), _fmt(d.get("alpha_mean"), ".4f"), _fmt(d.get("beta_mean"), ".3f"),
+                 _fmt(d.get("beta_at_cap"), ".0%"), _fmt(d.get("precond_min_median"), ".2g")]
+                for d in doc["variants"]["diagnostics"]]
+        return SUPPORTS[name], _table(["series", "runs", "alpha mean", "beta mean", "beta at cap",
+                                       "precond min (median)"], rows, num=(1, 2, 3, 4, 5))
     return "No claims.json entry is mapped to this figure.", ""
 
 

@@ -5,9 +5,14 @@
 import json
 
 import pytest
+import scipy.stats
+from matplotlib.collections import PathCollection
 
 from bench import grid, study
 from bench.config import ConfigError
+from bench.results import load_runs
+from conftest import requires_horovod, run_cli
+from plots import claims
 
 TINY = """
 dataset = "synthetic"
@@ -153,3 +158,114 @@ def test_set_of_a_hyperparameter_axis_is_refused(tmp_path):
         with pytest.raises(ConfigError, match=r"hparams\.momentum is a \[grid\] axis"):
             grid.load(path, [item])
     assert len(grid.load(path, ["base_lr=0.2"]).runs) == 2
+
+
+E2E = """
+validation_size = 128
+log_every_steps = 1
+[[grid]]
+global_batch = [64]
+optimizer = ["momentum", "nlcg-fr"]
+seed = [0, 1, 2]
+
+[[grid]]
+variant = "no line search"
+global_batch = [64]
+optimizer = ["nlcg-fr"]
+seed = [0, 1, 2]
+"hparams.line_search" = ["none"]
+
+[[grid]]
+variant = "rates"
+global_batch = [64]
+optimizer = ["momentum"]
+seed = [0, 1, 2]
+base_lr = [0.05, 0.1, 0.2]
+
+[[grid]]
+variant = "preconditioned momentum"
+compare = ["momentum", "nlcg-fr"]
+global_batch = [64]
+optimizer = ["momentum-bfgs"]
+seed = [0, 1, 2]
+
+[claim]
+optimizer = "nlcg-fr"
+baseline = "momentum"
+"""
+
+
+@requires_horovod
+@pytest.mark.slow
+def test_variants_are_compared_with_the_study_on_their_own_and_drawn(tmp_path):
+    path = _write(tmp_path, E2E)
+    p = run_cli(["sweep", str(path)], timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    folder = tmp_path / "results" / "var"
+    runs = load_runs(folder)
+    cfg = runs.config.map(json.loads)
+    line = cfg.map(lambda c: c["hparams"].get("line_search"))
+    lr = cfg.map(lambda c: c["base_lr"])
+    top1 = lambda mask: runs[mask].sort_values("seed").top1.to_numpy()  # noqa: E731
+    nlcg, no_ls = (runs.optimizer == "nlcg-fr") & line.isna(), (runs.optimizer == "nlcg-fr") & (line == "none")
+    momentum = {x: (runs.optimizer == "momentum") & (lr == x) for x in (0.05, 0.1, 0.2)}
+    bfgs = runs.optimizer == "momentum-bfgs"
+    assert len(runs) == 18 and all(len(top1(m)) == 3 for m in [nlcg, no_ls, bfgs, *momentum.values()])
+
+    from plots import report
+
+    rep = report.prepare(folder, tmp_path / "figures")
+    doc = rep.doc
+    # the primary claim and the study's comparisons see the study's own runs alone
+    own_ids = set(runs.config_id[nlcg | momentum[0.1]])
+    assert {c["config_id"] for c in doc["configurations"]} == own_ids
+    assert doc["primary"]["per_budget"][0]["top1_mean"] == pytest.approx(top1(nlcg).mean(), abs=1e-6)
+    v = doc["variants"]
+    # the rate variant is chosen on validation (the highest mean val_top1 of its 3 rates), then judged on test
+    val = {x: runs[m].val_top1.mean() for x, m in momentum.items()}
+    best = max(val, key=val.get)
+    rates = next(s for s in v["series"] if s["series"] == "rates")
+    assert rates["base_lr"] == best and rates["configurations"] == 3
+    # every comparison against scipy's Welch test and interval of the runs' own top-1
+    expect = {("no line search", "nlcg-fr"): (no_ls, nlcg), ("rates", "momentum"): (momentum[best], momentum[0.1]),
+              ("rates", "nlcg-fr"): (momentum[best], nlcg), ("preconditioned momentum", "momentum"): (bfgs, momentum[0.1]),
+              ("preconditioned momentum", "nlcg-fr"): (bfgs, nlcg)}
+    got = {(e["series"], e["against"]): e for e in v["comparisons"]}
+    assert set(got) == set(expect)
+    p_values = {}
+    for key, (a, b) in expect.items():
+        e, ref = got[key], scipy.stats.ttest_ind(top1(a), top1(b), equal_var=False)
+        assert e["gain_points"] == pytest.approx(100 * (top1(a).mean() - top1(b).mean()), abs=1e-4)
+        if top1(a).var() + top1(b).var() > 0:
+            ci = ref.confidence_interval(0.95)
+            assert e["ci95_points"] == pytest.approx([100 * ci.low, 100 * ci.high], abs=1e-3)
+            assert e["p_value"] == pytest.approx(ref.pvalue, rel=1e-4)
+        p_values[key] = e["p_value"]
+    # Holm's step-down recomputed by hand
+    order = sorted(p_values, key=p_values.get)
+    running = 0.0
+    for rank, key in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p_values[key]))
+        assert got[key]["p_holm"] == pytest.approx(running, rel=1e-4)
+    # NLCG's diagnostics summarised from the history of the series that log them
+    diag = {d["series"]: d for d in v["diagnostics"]}
+    assert {"nlcg-fr", "no line search (nlcg-fr)", "preconditioned momentum (momentum-bfgs)"} <= set(diag)
+    assert diag["no line search (nlcg-fr)"]["alpha_min"] == pytest.approx(1.0)  # line search off: alpha = 1
+    # claims.md ends with the generated paragraph; the figures and the page show the variants
+    text = claims.markdown(doc)
+    assert text.rstrip().endswith(v["paragraph"]) and "## Variants" in text
+    assert "Against full nlcg-fr: no line search" in v["paragraph"]
+    left = rep.figures["ablation"].axes[0]
+    ticks = [t.get_text() for t in left.get_yticklabels()]
+    assert set(ticks) == {"momentum", "nlcg-fr", "no line search", "rates", "preconditioned momentum"}
+    shown = sorted(x for c in left.collections if isinstance(c, PathCollection) for x in c.get_offsets()[:, 0])
+    assert sorted(shown) == pytest.approx(sorted([*top1(nlcg), *top1(momentum[0.1]), *top1(no_ls),
+                                                  *top1(momentum[best]), *top1(bfgs)]))
+    beta = rep.figures["diagnostics"].axes[2]
+    assert {ln.get_label() for ln in beta.get_lines() if not ln.get_label().startswith("_")} == \
+        {name for name, d in diag.items() if d["beta_mean"] is not None} == {"nlcg-fr", "no line search (nlcg-fr)"}
+    assert diag["preconditioned momentum (momentum-bfgs)"]["precond_min_min"] < 1  # its preconditioner acted
+    rep.save()
+    page = (tmp_path / "figures" / "index.html").read_text()
+    assert "fig-ablation" in page and "fig-diagnostics" in page and "<code>variants.diagnostics</code>" in page
+    assert "no line search" in page.split("fig-ablation", 1)[1]
