@@ -14,6 +14,10 @@ of optimizer NAME only (``[hparams]`` applies to every run)::
     [optimizer_hparams.nlcg-fr]
     line_search = "step"
 
+An axis may be a hyperparameter (``"hparams.line_search" = ["step", "none"]``), and a ``[[grid]]`` table named
+``variant = "NAME"`` (with ``compare = [...]``) holds runs the report compares with the study's own instead of
+pooling them (bench.grid.Sweep.variants, plots.ablation).
+
 ``python -m bench sweep experiments/mini.toml --workers 2 --pack 1``: every run on 2 Horovod workers (without
 the flags, the file's ``[launch]`` table's ``workers`` and ``pack``, else 1 and 1).
 Launched outside MPI with ``workers x pack > 1``, the command re-launches itself under ``mpirun -np
