@@ -6,7 +6,9 @@
 (stdout, through ``tqdm.write`` so the chief's progress bar is not broken) shows the chief's records at ``level``
 (default INFO) and above, every other rank's WARNING and above. ``attempt_log`` adds, around one run attempt,
 ``results/<sweep>/logs/<run_id>-a<N>.log`` (appended by every rank of the run, one line per record): the chief's
-INFO and above, every other rank's WARNING and above. Program output (a run's result line, ``--dry-run``'s
+INFO and above, every other rank's WARNING and above. Python warnings raised during an attempt (the harness's, Keras's,
+TensorFlow's Python side) are records of ``bench.warnings`` there, with the rank and time, not bare lines on stderr.
+Program output (a run's result line, ``--dry-run``'s
 table, ``list``, ``report``) stays plain print on stdout.
 """
 
@@ -16,6 +18,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -108,7 +111,25 @@ def attempt_log(results_dir: str | Path, run_id: str, attempt: int, rank: int):
     handler.setFormatter(_formatter(rank))
     logger.addHandler(handler)
     try:
-        yield file
+        with _warnings_logged():
+            yield file
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+@contextlib.contextmanager
+def _warnings_logged():
+    """Within: each warning shown (the filters still decide which, and how often) is a WARNING record of
+    ``bench.warnings``: "Category: message (file:line)". The previous ``warnings.showwarning`` comes back after."""
+    previous = warnings.showwarning
+    out = get("bench.warnings")
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        out.warning("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous

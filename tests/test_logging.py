@@ -87,3 +87,27 @@ def test_two_ranks_log_to_one_file_per_attempt_with_rank_1s_error_and_warning(tm
     assert any(" rank 1 WARNING bench.checkpoint: rank 1: cannot restore its BN statistics" in ln for ln in second)
     assert any("rank 0 INFO bench.train: step 4" in ln for ln in second)
     assert " rank 1 WARNING " in p.stdout  # rank 1's warning on the console too
+
+
+def test_warnings_during_an_attempt_are_records_of_its_log_with_rank_and_time(tmp_path):
+    import logging
+    import warnings
+
+    from bench import log
+
+    original = warnings.showwarning
+    log.setup(rank=1, level="INFO", chief=False)
+    try:
+        with log.attempt_log(tmp_path, "rid", 2, rank=1) as path:
+            warnings.warn("a value the harness found odd", UserWarning, stacklevel=1)
+            warnings.warn("an old call", DeprecationWarning, stacklevel=1)  # shown under pytest's filters
+        with pytest.warns(UserWarning, match="after the attempt"):  # the usual way again, not the attempt's file
+            warnings.warn("after the attempt", UserWarning, stacklevel=1)
+    finally:
+        log.setup(rank=0, level="INFO")
+    lines = path.read_text().splitlines()
+    assert all(LINE.match(ln) and LINE.match(ln).groups() == ("1", "WARNING") for ln in lines), lines
+    assert [ln.split("bench.warnings: ", 1)[1].split(" (", 1)[0] for ln in lines] == [
+        "UserWarning: a value the harness found odd", "DeprecationWarning: an old call"]
+    assert "test_logging.py:" in lines[0]  # where it was raised
+    assert warnings.showwarning is original and logging.getLogger("bench.warnings").parent.name == "bench"
