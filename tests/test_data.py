@@ -388,6 +388,9 @@ def test_train_subset_is_a_fixed_draw_of_the_training_images_left_after_validati
     plain = dataclasses.replace(cfg, augment=False)
     images, _ = next(iter(data.train_dataset(plain, workers=1, rank=0, micro_batch=40, accumulation=1)))
     assert sorted(match(images.numpy(), sub_x)) == list(range(40))  # one epoch: each subset image once
+    # the field enters the run id only when it draws a subset: every id written before it existed stays
+    ids = {k: synthetic(validation_size=30, train_subset=k).run_id(1) for k in (0, 40, 41)}
+    assert ids[0] == synthetic(validation_size=30).run_id(1) and len(set(ids.values())) == 3
     n = len(train_x)
     for bad in (n, n + 1):
         with pytest.raises(data.DataError, match=rf"train_subset = {bad}; valid: 0 \(all {n} training images, "
