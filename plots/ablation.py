@@ -88,6 +88,9 @@ def compare(variant: pd.Series | None, reference: pd.Series | None) -> dict:
     if variant is None or reference is None:
         return {**none, "reason": "no configuration chosen on " + ("the variant's" if variant is None else
                                                                     "the reference's") + " side"}
+    if variant.config_id == reference.config_id:
+        return {**none, "gain_points": 0.0, "reason": "the variant's choice is the study's own configuration (the "
+                                                      "same runs): no test"}
     if variant.n_diverged:
         return {**none, "verdict": "fails", "reason": f"{variant.n_diverged}/{variant.n_seeds} seeds of the variant "
                                                       "diverged"}
@@ -181,8 +184,9 @@ def diagnostics_table(prep: pd.DataFrame, history: pd.DataFrame | None, batch: i
 
 
 def _fmt_gain(e: dict) -> str:
-    if e["gain_points"] is None:
-        return f"no number ({e['reason']})" if e.get("reason") else "no number"
+    if e["p_value"] is None:  # no test: a divergence, the same runs, too few seeds
+        number = f"{e['gain_points']:+.1f} points, " if e["gain_points"] is not None else ""
+        return f"{number}{e['verdict']} ({e['reason']})" if e.get("reason") else f"{number}{e['verdict']}"
     ci = e["ci95_points"]
     return (f"{e['gain_points']:+.1f} points" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
             + f", {e['verdict_adjusted']} after Holm")
@@ -216,14 +220,14 @@ def paragraph(doc: dict, variants: dict) -> str:
         parts.append(f"Against {method}: " + "; ".join(f"{e['series']} {_fmt_gain(e)}" for e in others) + ".")
     carriers = [e["series"] for e in ablations if e["verdict_adjusted"] == "fails"]
     reach = [e["series"] for e in others if e["verdict_adjusted"] != "fails" and e["gain_points"] is not None]
+    below = "below full " + method + " under Holm, or diverging where it does not"
     if verdict != "holds":
-        verdict_text = (f"So the stand-in shows no gain of {method} at this batch to explain (the primary claim is "
-                        f"{verdict})")
+        verdict_text = (f"So the stand-in shows no gain of {method} over the baselines at this batch to explain (the "
+                        f"primary claim is {verdict})")
         if carriers:
-            verdict_text += "; removing " + ", ".join(carriers) + " still costs top-1 under Holm"
+            verdict_text += "; but what " + ", ".join(carriers) + " removes matters to " + method + " itself (" + below + ")"
     elif carriers:
-        verdict_text = ("So the gain is carried by what " + ", ".join(carriers) + " removes: each of them is below full "
-                        f"{method} under Holm")
+        verdict_text = "So the gain is carried by what " + ", ".join(carriers) + " removes (" + below + ")"
     elif ablations:
         verdict_text = (f"So no single component carries the gain: no ablation is below full {method} under Holm "
                         "(with these seeds, a loss smaller than its interval would go unseen)")
@@ -247,12 +251,19 @@ def _categories(prep: pd.DataFrame, summary: pd.DataFrame, doc_variants: dict, b
         cfgs = summary[summary.config_id.isin(set(g.config_id))]
         chosen, _ = _choose(cfgs)
         if chosen is not None:
-            out.append((opt, opt, list(chosen.top1_values), chosen.top1_mean, (chosen.top1_low, chosen.top1_high)))
+            out.append((opt + _diverged(chosen.n_diverged, chosen.n_seeds), opt, list(chosen.top1_values),
+                        chosen.top1_mean, (chosen.top1_low, chosen.top1_high)))
     for s in doc_variants["series"]:
         if s["global_batch"] == batch and s["config_id"] is not None:
             ci = s["top1_ci95"] or [math.nan, math.nan]
-            out.append((s["series"], s["optimizer"], s["top1_values"], s["top1_mean"] or math.nan, tuple(ci)))
+            mean = math.nan if s["top1_mean"] is None else s["top1_mean"]
+            out.append((s["series"] + _diverged(s["n_diverged"], s["n_seeds"]), s["optimizer"], s["top1_values"],
+                        mean, tuple(ci)))
     return out
+
+
+def _diverged(n: int, of: int) -> str:
+    return f" ({n}/{of} diverged)" if n else ""
 
 
 def ablation(runs: pd.DataFrame, study: dict | None, doc: dict, reference: pd.DataFrame | None = None) -> Figure:
@@ -275,7 +286,8 @@ def ablation(runs: pd.DataFrame, study: dict | None, doc: dict, reference: pd.Da
             left.barh(y, mean, color=c, alpha=0.25, height=0.7)
             if not any(math.isnan(x) for x in ci):
                 left.errorbar(mean, y, xerr=[[mean - ci[0]], [ci[1] - mean]], color=c, capsize=3, lw=1)
-        left.scatter(values, [y] * len(values), color=c, s=18, zorder=3)
+        finite = [v for v in values if not math.isnan(v)]  # a diverged seed has no top-1: said in the label
+        left.scatter(finite, [y] * len(finite), color=c, s=18, zorder=3)
     left.set_yticks(range(len(cats)), [c[0] for c in reversed(cats)], fontsize=8)
     finite = [v for c in cats for v in c[2] if not math.isnan(v)]
     if finite:
@@ -334,7 +346,7 @@ def diagnostics(runs: pd.DataFrame, study: dict | None, doc: dict, history: pd.D
     if at.empty:
         return figures._empty(f"no runs at batch {batch}")
     names = dict(zip(at.run_id, _named(at), strict=True))
-    steps = dict(zip(at.run_id, at.steps.astype(float), strict=True))
+    steps = dict(zip(at.run_id, [_budget_steps(r) for r in at.to_dict("records")], strict=True))
     h = history[history.run_id.isin(names) & history.loss.notna()].copy()
     h["series"] = h.run_id.map(names)
     h["progress"] = h.step / h.run_id.map(steps)
@@ -344,18 +356,18 @@ def diagnostics(runs: pd.DataFrame, study: dict | None, doc: dict, history: pd.D
     panels = [("lr", "scheduled learning rate (peak at the end of warm-up)", True),
               ("alpha", "NLCG's line-search step alpha", False),
               ("beta", "NLCG's beta (heavy-ball momentum: fixed 0.9)", False),
-              ("precond_min", "preconditioner: lowest entry (solid), mean (dotted)", True)]
+              ("precond_min", "preconditioner: lowest entry (thick), mean (thin)", True)]
+    colours = matplotlib.colormaps["tab10"].colors
     for ax, (col, title, logy) in zip(axes, panels, strict=True):
         for k, (name, g) in enumerate(h.groupby("series", sort=True)):
             if col not in g or not g[col].notna().any():
                 continue
-            opt = at.optimizer[at.run_id.isin(g.run_id)].iloc[0]
             mean = g.groupby("bin")[col].mean()
-            style = figures._STYLES[k % len(figures._STYLES)][0]
-            ax.plot(mean.index, mean.values, style, color=figures.color(opt), label=name, lw=1.2)
+            style, c = figures._STYLES[k % len(figures._STYLES)][0], colours[k % len(colours)]
+            ax.plot(mean.index, mean.values, style, color=c, label=name, lw=1.4)
             if col == "precond_min" and "precond_mean" in g:
                 pm = g.groupby("bin").precond_mean.mean()
-                ax.plot(pm.index, pm.values, ":", color=figures.color(opt), lw=1)
+                ax.plot(pm.index, pm.values, style, color=c, lw=0.7, alpha=0.6)
         if col == "beta":
             ax.axhline(0.9, color="gray", lw=0.8, ls="--")
         if logy:
@@ -368,6 +380,17 @@ def diagnostics(runs: pd.DataFrame, study: dict | None, doc: dict, history: pd.D
     fig.suptitle(f"{doc['sweep']} at batch {batch}: NLCG's diagnostics against the baselines' schedule "
                  "(mean over seeds)", fontsize=11)
     return fig
+
+
+def _budget_steps(row: dict) -> float:
+    """A run's planned length in optimizer steps (a diverged run stopped short of it): its step budget, else its
+    epoch budget of its training set (bench.train.budget_steps' rule)."""
+    cfg = json.loads(row["config"]) if isinstance(row.get("config"), str) else {}
+    if cfg.get("steps"):
+        return float(cfg["steps"])
+    if "epochs" in cfg and row.get("train_size") and not pd.isna(row.get("train_size")):
+        return float(math.ceil(float(cfg["epochs"]) * float(row["train_size"]) / float(row["global_batch"])))
+    return float(row["steps"])
 
 
 def lines(doc: dict) -> list[str]:
