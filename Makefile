@@ -19,6 +19,7 @@ AGAINST_mini_90 = mini
 AGAINST_mini = mini_search
 AGAINST_mini_search = mini
 AGAINST_mini_90_search = mini_90 mini_search
+AGAINST_mini_ablation = mini
 AGAINST ?= $(AGAINST_$(PROFILE))
 # WORKERS / PACK: Horovod workers per run / runs at once; unset, the sweep file's [launch] table decides.
 WORKERS ?=
