@@ -321,7 +321,8 @@ def _other(folder: Path, reference: pd.DataFrame | None, paper_dataset: str) -> 
         return {"sweep": folder.name, "missing": f"{folder} has no finished runs (make reproduce-figures "
                                                   f"PROFILE={folder.name})"}
     _one_study(folder, runs)
-    return claims_mod.build(runs, reference, paper_dataset, study(folder))
+    declared = study(folder)
+    return claims_mod.build(ablation.split(runs, declared), reference, paper_dataset, declared)
 
 
 def _out(out_dir: Path) -> None:
